@@ -1,0 +1,30 @@
+"""`python -m harness ...`: compose the Hydra config, run one point (merge → eval → record)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from harness.errors import HarnessError
+
+log = logging.getLogger("harness")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: one run of the pipeline."""
+    from harness.pipeline import run
+
+    try:
+        run(cfg)
+    except HarnessError as err:
+        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

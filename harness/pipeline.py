@@ -1,0 +1,113 @@
+"""One run: resolve the pair → merge → evaluate → record (and mirror to W&B).
+
+Each stage lives in its own package; this module only sequences them and decides what to skip:
+a complete result.json is never recomputed (unless `force=true`), and a complete merge output is
+reused by every run that needs the same merge.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import statistics
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness import records
+from harness.errors import ConfigError, MergeError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("merge", "eval", "all")
+
+
+def averages(scores: dict) -> dict:
+    """Means of `percent` over language, vision and all benchmarks (None when a suite is empty)."""
+    out = {}
+    for name, suites in (("language", {"language"}), ("vision", {"vision"}),
+                         ("all", {"language", "vision"})):
+        vals = [s["percent"] for s in scores.values() if s["suite"] in suites]
+        out[name] = statistics.fmean(vals) if vals else None
+    return out
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run the stages that `cfg.stage` asks for; return the record (or the merge report)."""
+    stage = cfg.stage
+    if stage not in STAGES:
+        raise ConfigError(f"stage={stage!r} is not valid; choose one of {', '.join(STAGES)}")
+    run_id = records.run_id(cfg)
+    run_dir = Path(cfg.paths.runs) / run_id
+    if stage != "merge" and not cfg.force:
+        done = records.load_record(run_dir)
+        if done is not None:
+            log.info("run %s is complete (%s); skipping. Use force=true to rerun.",
+                     run_id, run_dir / records.RESULT_FILE)
+            return done
+
+    from harness.models.pair import resolve_pair
+    from harness.merge import merge_checkpoints
+
+    pair = resolve_pair(cfg.pair, cfg.paths)
+    merge_dir = Path(cfg.paths.merges) / records.merge_id(cfg)
+    if stage in ("merge", "all"):
+        report = merge_checkpoints(
+            base=pair.base, mllm=pair.mllm, method=cfg.method.name,
+            params=OmegaConf.to_container(cfg.method.get("params") or {}, resolve=True),
+            out=merge_dir, device=cfg.merge.device, seed=int(cfg.seed),
+            force=bool(cfg.force), shard_size_mb=int(cfg.merge.shard_size_mb),
+            progress=bool(cfg.merge.progress),
+        )
+        if stage == "merge":
+            log.info("merged model written to %s", merge_dir)
+            return report
+    else:
+        from harness.merge import load_merge_report
+        report = load_merge_report(merge_dir)
+        if report is None:
+            raise MergeError(
+                f"stage=eval needs a complete merge in {merge_dir}, which has no complete "
+                f"merge.json. Run the same command with stage=merge (or stage=all) first.")
+
+    from harness.eval import evaluate
+    llm_dir = merge_dir / "llm"
+    mllm_dir = merge_dir / "mllm"
+    scores = evaluate(cfg.eval, llm_dir=llm_dir,
+                      mllm_dir=mllm_dir if mllm_dir.is_dir() else None,
+                      run_dir=run_dir, seed=int(cfg.seed))
+    record = build_record(cfg, run_id, scores, report, merge_dir)
+
+    from harness.tracking import log_record
+    log_record(cfg, record, run_dir)  # never raises: a W&B failure is a warning
+    path = records.write_record(run_dir, record)
+    log.info("result written to %s", path)
+    return record
+
+
+def build_record(cfg: DictConfig, run_id: str, scores: dict, report: dict,
+                 merge_dir: Path) -> dict:
+    """The tidy result record (fixed fields in shared/DESIGN.md)."""
+    from harness.versions import git_sha, library_versions
+
+    merge_stats = {k: report.get(k) for k in ("seconds", "peak_rss_mb", "device", "counts",
+                                               "neurons_located") if k in report}
+    merge_stats["dir"] = str(merge_dir)
+    return {
+        "run_id": run_id,
+        "experiment": cfg.experiment_name,
+        "pair": cfg.pair.name,
+        "method": cfg.method.name,
+        "params": OmegaConf.to_container(cfg.method.get("params") or {}, resolve=True),
+        "seed": int(cfg.seed),
+        "eval_suite": cfg.eval.name,
+        "eval_limit": cfg.eval.get("limit"),
+        "status": "complete",
+        "scores": scores,
+        "averages": averages(scores),
+        "merge": merge_stats,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "versions": library_versions(),
+        "git_sha": git_sha(),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }

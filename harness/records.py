@@ -1,0 +1,104 @@
+"""Run identities and result records: `results/runs/<run_id>/result.json`, written atomically.
+
+A record is complete when its `status` is "complete"; a complete record is never recomputed
+unless `force=true`. The run id is derived from the part of the resolved config that determines
+the result, so a rerun of the same configuration finds its record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+RESULT_FILE = "result.json"
+
+
+def _digest(obj: Any, n: int = 10) -> str:
+    """Stable short hash of a JSON-able object."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, DictConfig) or OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def pair_identity(cfg: DictConfig) -> dict:
+    """The fields of a pair that determine its weights (not where they are cached)."""
+    pair = _plain(cfg.pair)
+    keys = ("name", "base", "base_revision", "mllm", "mllm_revision", "build")
+    return {k: pair.get(k) for k in keys if k in pair}
+
+
+def merge_identity(cfg: DictConfig) -> dict:
+    """The fields that determine a merged model: pair, method, params, seed."""
+    method = _plain(cfg.method)
+    return {
+        "pair": pair_identity(cfg),
+        "method": method["name"],
+        "params": method.get("params") or {},
+        "seed": int(cfg.seed),
+    }
+
+
+def merge_id(cfg: DictConfig) -> str:
+    """Directory name of a merge output under `paths.merges`."""
+    ident = merge_identity(cfg)
+    return f"{ident['pair']['name']}-{ident['method']}-{_digest(ident)}"
+
+
+def eval_identity(cfg: DictConfig) -> dict:
+    """The fields of the eval config that determine scores (not batch size or device)."""
+    ev = _plain(cfg.eval)
+    return {k: ev.get(k) for k in ("name", "benchmarks", "limit", "backend", "dtype")}
+
+
+def run_id(cfg: DictConfig) -> str:
+    """Id of a run: `<pair>-<method>-<hash of merge identity + eval identity>`."""
+    ident = {"merge": merge_identity(cfg), "eval": eval_identity(cfg)}
+    return f"{ident['merge']['pair']['name']}-{ident['merge']['method']}-{_digest(ident)}"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to `path` via a temporary file in the same directory and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=False, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_record(run_dir: Path) -> dict | None:
+    """The record in `run_dir` if it exists, parses and is complete; else None."""
+    path = Path(run_dir) / RESULT_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("status") != "complete":
+        return None
+    return record
+
+
+def write_record(run_dir: Path, record: dict) -> Path:
+    """Write a complete record atomically and return its path."""
+    record = dict(record)
+    record["status"] = "complete"
+    path = Path(run_dir) / RESULT_FILE
+    write_json_atomic(path, record)
+    return path
