@@ -1,0 +1,74 @@
+"""Every config file in conf/ composes, so a typo in conf/ fails CI rather than a user's run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from harness import records
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def _names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=False)
+
+
+def test_default_config_composes_and_has_an_id():
+    cfg = _compose([])
+    assert cfg.stage in ("merge", "eval", "all")
+    assert records.run_id(cfg).startswith(f"{cfg.pair.name}-{cfg.method.name}-")
+
+
+@pytest.mark.parametrize("name", _names("method"))
+def test_method_config_composes(name):
+    cfg = _compose([f"method={name}"])
+    assert cfg.method.name == name
+    assert isinstance(OmegaConf.to_container(cfg.method.params), dict)
+
+
+@pytest.mark.parametrize("name", [n for n in _names("pair") if n != "local"])
+def test_pair_config_composes(name):
+    cfg = _compose([f"pair={name}"])
+    assert cfg.pair.name == name
+    assert cfg.pair.source in ("hub", "local", "micro")
+
+
+def test_local_pair_needs_both_directories():
+    cfg = _compose(["pair=local", "pair.base=/a", "pair.mllm=/b"])
+    assert (cfg.pair.base, cfg.pair.mllm) == ("/a", "/b")
+
+
+@pytest.mark.parametrize("name", _names("eval"))
+def test_eval_suite_composes(name):
+    cfg = _compose([f"eval={name}"])
+    assert cfg.eval.name == name
+    for bench, spec in (cfg.eval.benchmarks or {}).items():
+        assert spec.suite in ("language", "vision"), bench
+        assert spec.tool in ("lm-eval", "lmms-eval"), bench
+
+
+@pytest.mark.parametrize("name", _names("experiment"))
+def test_experiment_composes(name):
+    text = (CONF / "experiment" / f"{name}.yaml").read_text()
+    assert text.startswith("# @package _global_"), f"{name}.yaml must start with '# @package _global_'"
+    cfg = _compose([f"+experiment={name}"])
+    OmegaConf.to_container(cfg, resolve=False)
+    assert cfg.experiment_name != "adhoc", f"experiment {name} must set experiment_name"
+
+
+def test_run_id_depends_on_what_determines_the_result():
+    a = records.run_id(_compose(["method=mllm"]))
+    assert a == records.run_id(_compose(["method=mllm", "eval.batch_size=1"]))
+    assert a != records.run_id(_compose(["method=mllm", "seed=1"]))
+    assert a != records.run_id(_compose(["method=mllm", "eval.limit=3"]))
