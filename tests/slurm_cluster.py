@@ -111,6 +111,8 @@ class LocalSlurm:
         key = self.root / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
+        # cred_expire (AuthInfo) is also how long a requeued job waits before it may start again
+        # (default 120 s); 10 s keeps the requeue test short.
         # select/cons_tres with CR_CPU: CPUs are the consumable resource; memory requests must
         # still fit RealMemory. proctrack/linuxproc and task/none avoid cgroups, which containers
         # rarely delegate.
@@ -121,7 +123,7 @@ SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={self.munge_socket}
+AuthInfo=socket={self.munge_socket},cred_expire=10
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={self.root / 'state'}
