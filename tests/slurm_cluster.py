@@ -92,7 +92,10 @@ class LocalSlurm:
         self.partition = partition
         self.node = f"harness{os.getpid()}"
         self.conf = self.root / "slurm.conf"
-        self.munge_socket = self.root / "munge" / "munge.sock"
+        # munged wants every directory above its socket to be searchable by all, and socket paths
+        # are short (108 bytes): the socket gets its own directory in the system temp dir.
+        self.munge_dir = Path(tempfile.mkdtemp(prefix="harness-munge-"))
+        self.munge_socket = self.munge_dir / "munge.sock"
         self._procs: dict[str, subprocess.Popen] = {}
 
     @property
@@ -103,11 +106,9 @@ class LocalSlurm:
     def _write_config(self) -> None:
         ctld_port, slurmd_port = _free_ports(2)
         host = socket.gethostname().split(".")[0]
-        for sub in ("state", "spool", "log", "munge"):
+        for sub in ("state", "spool", "log"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        # munged insists that everyone may traverse the socket directory.
-        os.chmod(self.root, 0o755)
-        os.chmod(self.root / "munge", 0o755)
+        os.chmod(self.munge_dir, 0o755)
         key = self.root / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
@@ -217,7 +218,8 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
         return self
 
     def stop(self) -> None:
-        """Cancel every job, stop the daemons (slurmd, slurmctld, munged) and remove nothing."""
+        """Cancel every job and stop the daemons (slurmd, slurmctld, munged); logs and state stay
+        in `root`."""
         if "slurmctld" in self._procs and self._procs["slurmctld"].poll() is None:
             self.run("scancel", "--full", "--user", "root", check=False)
             time.sleep(1)
@@ -231,6 +233,7 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+        shutil.rmtree(self.munge_dir, ignore_errors=True)
 
     def __enter__(self) -> "LocalSlurm":
         return self.start()
