@@ -191,6 +191,22 @@ def test_killed_and_signalled_tasks_finish_without_redoing_their_merges(cluster,
     assert "USR1 received" in (job_dir / "logs" / "1.log").read_text()
 
 
+def test_hydra_submitit_launcher_runs_a_sweep_on_the_same_resources(env, pair_args, first_job):
+    # Until conf/config.yaml lists the slurm group, the launcher needs it added.
+    extra = [] if "slurm:" in (ROOT / "conf" / "config.yaml").read_text() else ["+slurm=default"]
+    cmd = [sys.executable, "-m", "harness", "-m", *extra, f"+experiment={EXP}",
+           "hydra/launcher=slurm", *pair_args, "method=mllm,task_arithmetic", "eval.limit=3"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=WAIT_S)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    submitit = Path(env["HARNESS_RESULTS"]) / "slurm" / "submitit"
+    assert any(submitit.glob("*/*_submission.sh")), "the launcher did not go through SLURM"
+    script = next(submitit.glob("*/*_submission.sh")).read_text()
+    assert "#SBATCH --cpus-per-task=1" in script and "#SBATCH --mem=2GB" in script
+    runs = sorted(p.parent.name for p in (Path(env["HARNESS_RESULTS"]) / "runs").glob(
+        "*/result.json"))
+    assert len(runs) == 4 + 2 + 2  # first sweep, killed + signalled, these two
+
+
 def test_tables_are_built_from_the_sweep(env, first_job):
     _make("tables", env)
     tables = Path(env["HARNESS_RESULTS"]) / "tables"
