@@ -117,6 +117,8 @@ class LocalSlurm:
         # select/cons_tres with CR_CPU: CPUs are the consumable resource; memory requests must
         # still fit RealMemory. proctrack/linuxproc and task/none avoid cgroups, which containers
         # rarely delegate.
+        node = (f"NodeName={self.node} NodeHostname={host} NodeAddr=127.0.0.1 "
+                f"CPUs={self.cpus} RealMemory={_memory_mb()} State=UNKNOWN")
         self.conf.write_text(f"""\
 ClusterName=harness-test
 SlurmctldHost={host}(127.0.0.1)
@@ -154,7 +156,7 @@ InactiveLimit=0
 MinJobAge=300
 KillWait=5
 MaxArraySize=1001
-NodeName={self.node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={_memory_mb()} State=UNKNOWN
+{node}
 PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 """)
 
@@ -206,7 +208,8 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
         self._write_config()
         self._spawn("munged", [
             "munged", "-F", f"--socket={self.munge_socket}",
-            f"--key-file={self.root / 'munge.key'}", f"--log-file={self.root / 'log' / 'munged.log'}",
+            f"--key-file={self.root / 'munge.key'}",
+            f"--log-file={self.root / 'log' / 'munged.log'}",
             f"--pid-file={self.root / 'munged.pid'}", f"--seed-file={self.root / 'munged.seed'}"])
         self._wait("the munge socket", self.munge_socket.exists, 15, "munged")
         self._spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(self.conf)])

@@ -184,8 +184,8 @@ def sbatch_command(script: Path, n: int, max_concurrent: int | None) -> list[str
 
 def _run(cmd: list[str], timeout_s: float = 60) -> str:
     if shutil.which(cmd[0]) is None:
-        raise SlurmError(f"`{cmd[0]}` is not on PATH: this machine has no SLURM client. Submit from "
-                         f"a login node, or use --dry-run to see the job.")
+        raise SlurmError(f"`{cmd[0]}` is not on PATH: this machine has no SLURM client. Submit "
+                         f"from a login node, or use --dry-run to see the job.")
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as err:

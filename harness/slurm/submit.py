@@ -93,7 +93,8 @@ def submit_sweep(argv: list[str], dry_run: bool = False, name: str | None = None
     if not dry_run:
         sub.job_id = jobs.submit(command)
         meta["job_id"] = sub.job_id
-        log.info("submitted array job %s (%d tasks): %s", sub.job_id, len(todo), shlex.join(command))
+        log.info("submitted array job %s (%d tasks): %s", sub.job_id, len(todo),
+                 shlex.join(command))
     meta["submitted_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     write_json_atomic(job_dir / jobs.JOB_FILE, meta)
     return sub
