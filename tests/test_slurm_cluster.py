@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from harness import records
-from harness.merge import load_merge_report
 from harness.slurm.job import load_job
 from harness.slurm.status import job_status, last_event
 
@@ -157,6 +156,8 @@ def test_killed_and_signalled_tasks_finish_without_redoing_their_merges(cluster,
     args = pair_args + ["method=model_soup,ties", "eval.limit=1"]
     job_id, job_dir = _submitted(_make("slurm", env, args))
     killed, signalled = load_job(job_dir).points()
+
+    from harness.merge import load_merge_report
 
     def merged(point) -> bool:
         return load_merge_report(Path(point["merge_dir"])) is not None
