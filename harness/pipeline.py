@@ -32,6 +32,12 @@ def averages(scores: dict) -> dict:
     return out
 
 
+def method_params(cfg: DictConfig) -> dict:
+    """The method's parameters as a plain dict ({} when the method has none)."""
+    params = cfg.method.get("params")
+    return {} if params is None else OmegaConf.to_container(params, resolve=True)
+
+
 def run(cfg: DictConfig) -> dict:
     """Run the stages that `cfg.stage` asks for; return the record (or the merge report)."""
     stage = cfg.stage
@@ -54,7 +60,7 @@ def run(cfg: DictConfig) -> dict:
     if stage in ("merge", "all"):
         report = merge_checkpoints(
             base=pair.base, mllm=pair.mllm, method=cfg.method.name,
-            params=OmegaConf.to_container(cfg.method.get("params") or {}, resolve=True),
+            params=method_params(cfg),
             out=merge_dir, device=cfg.merge.device, seed=int(cfg.seed),
             force=bool(cfg.force), shard_size_mb=int(cfg.merge.shard_size_mb),
             progress=bool(cfg.merge.progress),
@@ -98,7 +104,7 @@ def build_record(cfg: DictConfig, run_id: str, scores: dict, report: dict,
         "experiment": cfg.experiment_name,
         "pair": cfg.pair.name,
         "method": cfg.method.name,
-        "params": OmegaConf.to_container(cfg.method.get("params") or {}, resolve=True),
+        "params": method_params(cfg),
         "seed": int(cfg.seed),
         "eval_suite": cfg.eval.name,
         "eval_limit": cfg.eval.get("limit"),
