@@ -1,0 +1,37 @@
+"""DARE, Drop And REscale (Yu et al., ICML 2024).
+
+Keep each entry of Δ with probability density (u < density, u ~ U[0,1) from the tensor's seeded
+generator, see harness/merge/randomness.py), rescale the kept ones by 1/density.
+θ = θ_base + scale·Δ',   Δ' = Δ ⊙ 1[u < density] / density
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.merge.randomness import uniform_like
+from harness.merge.registry import check_range, register
+
+
+@dataclass(frozen=True)
+class DareParams:
+    """density: keep probability, in (0, 1]; scale ≥ 0; seed: offset added to the run's seed."""
+
+    density: float = 0.5
+    scale: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        check_range("dare", "density", self.density, 0.0, 1.0, lo_open=True)
+        check_range("dare", "scale", self.scale, 0.0, None)
+
+
+def merge_dare(base: torch.Tensor, tuned: torch.Tensor, p: DareParams, gen=None) -> torch.Tensor:
+    """`gen` is (run seed, tensor name); see module docstring."""
+    seed, name = gen
+    u = uniform_like(base, seed + p.seed, name)
+    weight = (u < p.density).to(base.dtype).mul_(p.scale / p.density)
+    return base.lerp_(tuned, weight)
+
+
+register("dare", DareParams, merge_dare, stochastic=True)

@@ -1,0 +1,61 @@
+"""DELLA-Merging, magnitude-based sampling (Deep et al., 2024), with one tuned model.
+
+Within each row (last dimension; a 1-D tensor is one row) rank the m entries by |Δ| ascending,
+r = 0 … m−1 (stable sort: ties by index). Keep entry with probability
+    p_r = density − ε + 2ε·r/(m − 1)        (p = density when m = 1)
+(u < p_r, u ~ U[0,1) from the tensor's seeded generator) and rescale kept entries by 1/p_r.
+θ = θ_base + scale·Δ',   Δ' = Δ ⊙ 1[u < p] / p
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.merge.randomness import uniform_like
+from harness.merge.registry import check_range, register
+
+
+@dataclass(frozen=True)
+class DellaParams:
+    """density in (0, 1]; epsilon ≥ 0 with density − ε > 0 and density + ε ≤ 1; scale ≥ 0."""
+
+    density: float = 0.4
+    epsilon: float = 0.1
+    scale: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        check_range("della", "density", self.density, 0.0, 1.0, lo_open=True)
+        check_range("della", "epsilon", self.epsilon, 0.0, None)
+        check_range("della", "scale", self.scale, 0.0, None)
+        if not (self.density - self.epsilon > 0 and self.density + self.epsilon <= 1):
+            raise ValueError(
+                f"parameter epsilon={self.epsilon} with density={self.density} gives keep "
+                f"probabilities outside (0, 1]; need density - epsilon > 0 and "
+                f"density + epsilon <= 1")
+
+
+def keep_probability(mag: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
+    """p per entry: linear in the entry's rank by |Δ| within its row."""
+    rows = mag.reshape(-1, mag.shape[-1]) if mag.dim() > 1 else mag.reshape(1, -1)
+    m = rows.shape[-1]
+    if m == 1 or epsilon == 0:
+        return torch.full_like(mag, density)
+    order = torch.argsort(rows, dim=-1, stable=True)
+    ranks = torch.empty_like(order)
+    ar = torch.arange(m, device=mag.device).expand_as(order)
+    ranks.scatter_(-1, order, ar)
+    p = ranks.to(mag.dtype).mul_(2 * epsilon / (m - 1)).add_(density - epsilon)
+    return p.reshape(mag.shape)
+
+
+def merge_della(base: torch.Tensor, tuned: torch.Tensor, p: DellaParams, gen=None) -> torch.Tensor:
+    """`gen` is (run seed, tensor name); see module docstring."""
+    seed, name = gen
+    prob = keep_probability((tuned - base).abs_(), p.density, p.epsilon)
+    u = uniform_like(base, seed + p.seed, name)
+    weight = (u < prob).to(base.dtype).div_(prob).mul_(p.scale)
+    return base.lerp_(tuned, weight)
+
+
+register("della", DellaParams, merge_della, stochastic=True)

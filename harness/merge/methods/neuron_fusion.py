@@ -1,0 +1,93 @@
+"""Neuron-Fusion (Yu & Ananiadou, "Locate-then-Merge", Findings of EMNLP 2025, arXiv 2505.16703).
+
+Keep the full change of the few neurons that moved most (they carry the new visual skill) and
+damp the change of all other neurons (they carry general language skill).
+- Locate: score each neuron of the groups in `scope` (harness/merge/neurons.py: L2 norm of its Δ,
+  or relative to its base norm); in each layer and group locate the max(1, round(ratio·n))
+  top-scoring neurons (ties: lower index first).
+- Restore: located neurons get keep·Δ.  Suppress: every other neuron of the group gets
+  suppress·Δ.  Tensors outside the scope (embeddings, norms, lm_head, attention when
+  scope = [ffn]) get others_scale·Δ.
+θ = θ_base + w ⊙ Δ,   w = keep on located neurons, suppress on other in-scope neurons,
+                       others_scale elsewhere.
+Which of these choices are our reading of the paper is stated in docs/methods.md.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from harness.merge.neurons import ROLES, SCOPES, group_scores, located_count
+from harness.merge.registry import check_range, register
+from harness.merge.select import topk_mask
+
+SCORES = ("absolute", "relative")
+
+
+@dataclass(frozen=True)
+class NeuronFusionParams:
+    """ratio in (0, 1]; score absolute|relative; scope ⊆ [ffn, attn]; keep, suppress,
+    others_scale ≥ 0."""
+
+    ratio: float = 0.02
+    score: str = "absolute"
+    scope: tuple = ("ffn", "attn")
+    keep: float = 1.0
+    suppress: float = 0.2
+    others_scale: float = 1.0
+
+    def __post_init__(self):
+        check_range("neuron_fusion", "ratio", self.ratio, 0.0, 1.0, lo_open=True)
+        if self.score not in SCORES:
+            raise ValueError(f"parameter score={self.score!r} is not valid; choose one of "
+                             f"{', '.join(SCORES)}")
+        scope = (self.scope,) if isinstance(self.scope, str) else tuple(self.scope)
+        if not scope or any(s not in SCOPES for s in scope):
+            raise ValueError(f"parameter scope={list(scope)} is not valid; give a non-empty list "
+                             f"drawn from {list(SCOPES)}")
+        object.__setattr__(self, "scope", tuple(sorted(set(scope))))
+        for name in ("keep", "suppress", "others_scale"):
+            check_range("neuron_fusion", name, getattr(self, name), 0.0, None)
+
+    def groups(self) -> set[str]:
+        """Neuron groups in scope."""
+        return {g for s in self.scope for g in SCOPES[s]}
+
+
+def merge_neuron_fusion(bases: dict[str, torch.Tensor], tuneds: dict[str, torch.Tensor],
+                        p: NeuronFusionParams) -> tuple[dict[str, torch.Tensor], dict]:
+    """Merge one layer's matrix group (role → float32 weight; roles gate/up/down or q/k/v/o).
+
+    Returns (role → merged weight, in place in the base tensors) and located info
+    (group → sorted list of located neuron indices). Roles outside the scope get others_scale.
+    """
+    in_scope = p.groups()
+    roles = {r for r in bases if ROLES[r][0] in in_scope}
+    deltas = {r: tuneds[r] - bases[r] for r in roles}
+    scores = group_scores(deltas, {r: bases[r] for r in roles} if p.score == "relative" else None,
+                          p.score)
+    del deltas
+    located, weights = {}, {}
+    for group, s in scores.items():
+        mask = topk_mask(s, located_count(s.numel(), p.ratio))
+        located[group] = mask.nonzero().reshape(-1).tolist()
+        weights[group] = torch.where(mask, p.keep, p.suppress).to(torch.float32)
+    merged = {}
+    for role, base in bases.items():
+        group, axis = ROLES[role]
+        if role in roles:
+            w = weights[group]
+            w = w[:, None] if axis == 0 else w[None, :]
+            merged[role] = base.lerp_(tuneds[role], w.expand_as(base))
+        else:
+            merged[role] = base.lerp_(tuneds[role], p.others_scale)
+    return merged, located
+
+
+def merge_outside_scope(base: torch.Tensor, tuned: torch.Tensor, p: NeuronFusionParams,
+                        gen=None) -> torch.Tensor:
+    """Tensors that belong to no neuron group: base + others_scale·Δ."""
+    return base.lerp_(tuned, p.others_scale)
+
+
+register("neuron_fusion", NeuronFusionParams, merge_outside_scope, kind="group")

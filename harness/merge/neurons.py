@@ -1,0 +1,67 @@
+"""Neurons of a transformer layer and how much each one moved.
+
+A neuron is one hidden unit, with all the parameters that belong to it:
+- FFN group "ffn": neuron k = row k of gate_proj and up_proj + column k of down_proj.
+- attention group "attn_o": neuron j = column j of o_proj (the vector it writes to the residual).
+- attention groups "attn_q", "attn_k", "attn_v": row-neurons of their own matrix.
+Score of a neuron = L2 norm of its Δ over all its parameters (`absolute`), or that divided by
+the L2 norm of its base parameters (`relative`).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+# role → (group, axis of the neuron index in the weight: 0 = row, 1 = column)
+ROLES = {
+    "gate": ("ffn", 0), "up": ("ffn", 0), "down": ("ffn", 1),
+    "q": ("attn_q", 0), "k": ("attn_k", 0), "v": ("attn_v", 0), "o": ("attn_o", 1),
+}
+SCOPES = {"ffn": ("ffn",), "attn": ("attn_q", "attn_k", "attn_v", "attn_o")}
+_PATTERN = re.compile(
+    r"^model\.layers\.(\d+)\.(?:mlp\.(gate|up|down)_proj|self_attn\.(q|k|v|o)_proj)\.weight$")
+
+
+def parse_role(base_name: str) -> tuple[int, str] | None:
+    """(layer, role) of a base-LLM weight name that belongs to a neuron group, else None."""
+    m = _PATTERN.match(base_name)
+    if not m:
+        return None
+    return int(m.group(1)), m.group(2) or m.group(3)
+
+
+def _sq_norms(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Per-neuron sum of squares of a weight whose neuron index is on `axis`."""
+    return x.square().sum(dim=1 - axis)
+
+
+def group_scores(deltas: dict[str, torch.Tensor], bases: dict[str, torch.Tensor] | None = None,
+                 score: str = "absolute") -> dict[str, torch.Tensor]:
+    """Score every neuron of each group present in `deltas` (role → Δ weight, float32).
+
+    Returns group → 1-D tensor of scores (length = number of neurons of the group).
+    `bases` (role → base weight) is needed for `score="relative"`.
+    """
+    sq: dict[str, torch.Tensor] = {}
+    base_sq: dict[str, torch.Tensor] = {}
+    for role, delta in deltas.items():
+        group, axis = ROLES[role]
+        sq[group] = sq.get(group, 0) + _sq_norms(delta, axis)
+        if score == "relative":
+            if bases is None:
+                raise ValueError("score='relative' needs the base weights")
+            base_sq[group] = base_sq.get(group, 0) + _sq_norms(bases[role], axis)
+    out = {}
+    for group, s in sq.items():
+        norms = s.sqrt()
+        if score == "relative":
+            norms = norms / base_sq[group].sqrt().clamp_min(1e-12)
+        out[group] = norms
+    return out
+
+
+def located_count(n: int, ratio: float) -> int:
+    """How many of n neurons Neuron-Fusion locates: max(1, round(ratio·n))."""
+    return max(1, min(n, int(round(ratio * n))))

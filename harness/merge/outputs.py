@@ -1,0 +1,69 @@
+"""The non-weight files of a merge output: configs, tokenizer, processor, chat template."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from harness.errors import MergeError
+from harness.models.checkpoint import INDEX_NAME, WEIGHT_SUFFIXES
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "tokenizer.model", "added_tokens.json", "vocab.json", "merges.txt",
+                   "chat_template.jinja", "chat_template.json")
+
+
+def check_free_disk(directory: Path, needed_bytes: int) -> None:
+    """MergeError when `directory`'s file system has less room than the output needs."""
+    free = shutil.disk_usage(directory).free
+    margin = 64 * 1024 * 1024
+    if free < needed_bytes * 1.02 + margin:
+        raise MergeError(f"not enough free disk in {directory}: the merge needs about "
+                         f"{needed_bytes / 1e9:.2f} GB, {free / 1e9:.2f} GB are free. Free space "
+                         f"or point paths.merges elsewhere.")
+
+
+def _is_weight(path: Path) -> bool:
+    return path.name == INDEX_NAME or path.suffix in WEIGHT_SUFFIXES or path.name.startswith(".")
+
+
+def write_mllm_files(out: Path, tuned_dir: Path) -> None:
+    """Copy every non-weight file of the tuned model (config, processor, tokenizer, template)."""
+    for src in sorted(Path(tuned_dir).rglob("*")):
+        if src.is_file() and not _is_weight(src):
+            dst = out / src.relative_to(tuned_dir)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+
+
+def write_llm_files(out: Path, tuned_dir: Path, base_dir: Path, tuned_cfg: dict,
+                    multimodal: bool, vocab_rows: int | None) -> None:
+    """Config, generation config and tokenizer of out/llm (a text-only causal LM).
+
+    For a multimodal tuned model the config is its text config as a *ForCausalLM with the tuned
+    vocabulary size; the tokenizer and chat template come from the tuned model (so prompts match
+    the MLLM's), falling back to the base's.
+    """
+    if not multimodal:
+        write_mllm_files(out, tuned_dir)
+        return
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    text = AutoConfig.from_pretrained(tuned_dir).get_text_config()
+    arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(text.model_type)
+    if arch is None:
+        raise MergeError(f"{tuned_dir}: the text model type {text.model_type!r} has no causal-LM "
+                         f"class in transformers; cannot write out/llm")
+    text.architectures = [arch]
+    if vocab_rows is not None:
+        text.vocab_size = vocab_rows
+    text.save_pretrained(out)
+    for name in ("generation_config.json",):
+        src = tuned_dir / name if (tuned_dir / name).is_file() else base_dir / name
+        if src.is_file():
+            shutil.copy2(src, out / name)
+    source = tuned_dir if (tuned_dir / "tokenizer_config.json").is_file() else base_dir
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, out / name)
