@@ -1,0 +1,59 @@
+"""Session fixtures: tiny random checkpoints in real transformers formats, built once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_root):
+    """A random LlamaForCausalLM (the base LLM)."""
+    from harness.models.tiny import build_tiny_llama
+
+    return build_tiny_llama(tiny_root / "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_new(tiny_root, tiny_llama):
+    """A LLaVA tuned from tiny_llama, newer key layout (model.language_model.*)."""
+    from harness.models.tiny import build_tiny_llava
+
+    return build_tiny_llava(tiny_root / "llava_new", tiny_llama, kind="llava", layout="new")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_old(tiny_root, tiny_llama):
+    """A LLaVA tuned from tiny_llama, older key layout (language_model.model.*)."""
+    from harness.models.tiny import build_tiny_llava
+
+    return build_tiny_llava(tiny_root / "llava_old", tiny_llama, kind="llava", layout="old")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_next(tiny_root, tiny_llama):
+    """A LLaVA-NeXT tuned from tiny_llama (older layout, with image_newline)."""
+    from harness.models.tiny import build_tiny_llava
+
+    return build_tiny_llava(tiny_root / "llava_next", tiny_llama, kind="llava_next",
+                            layout="old")
+
+
+@pytest.fixture(scope="session")
+def tiny_tuned_llm(tiny_root, tiny_llama):
+    """A plain causal LM post-trained (perturbed) from tiny_llama."""
+    from harness.models.tiny import build_tiny_tuned_llm
+
+    return build_tiny_tuned_llm(tiny_root / "tuned_llm", tiny_llama)
