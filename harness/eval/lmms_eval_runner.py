@@ -1,0 +1,71 @@
+"""Visual benchmarks through lmms-eval's Python API with `llava_hf` on out/mllm."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from harness.errors import EvalError
+from harness.eval.failures import check_generations
+from harness.eval.lm_eval_runner import _dump, _write_samples
+from harness.eval.scores import score_entry
+from harness.eval.suite import Benchmark
+
+log = logging.getLogger(__name__)
+
+
+def run_lmms_eval(benches: list[Benchmark], mllm_dir: Path, run_dir: Path,
+                  task_dirs: list[Path], eval_cfg, device: str, seed: int) -> dict:
+    """Evaluate `benches` (all lmms-eval) on `mllm_dir`; return benchmark → score entry.
+
+    llava_hf swallows generation errors (logs them, answers ""), so a loguru sink collects
+    ERROR records during the run and any empty answer fails the run.
+    """
+    from loguru import logger
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=[str(p) for p in task_dirs] or None,
+                          model_name="llava_hf")
+    known = set(manager.all_tasks)
+    for b in benches:
+        if b.task not in known:
+            raise EvalError(f"lmms-eval has no task {b.task!r} (benchmark {b.name}); check the "
+                            f"task id, or the suite's task_paths for local tasks")
+    dtype = eval_cfg.get("dtype", "auto")
+    dtype = "float32" if dtype == "auto" and device == "cpu" else ("bfloat16" if dtype == "auto"
+                                                                   else dtype)
+    # model_args must be a string for llava_hf; device_map must be set
+    model_args = f"pretrained={mllm_dir},device_map={device},dtype={dtype}"
+    errors: list[str] = []
+    sink = logger.add(lambda m: errors.append(m.record["message"]), level="ERROR")
+    tasks = sorted({b.task for b in benches})
+    log.info("lmms-eval: %s on %s", ", ".join(tasks), mllm_dir)
+    try:
+        res = simple_evaluate(model="llava_hf", model_args=model_args, tasks=tasks,
+                              batch_size=1, limit=eval_cfg.get("limit"), device=device,
+                              task_manager=manager, log_samples=True, random_seed=seed,
+                              numpy_random_seed=seed, torch_random_seed=seed,
+                              fewshot_random_seed=seed)
+    except EvalError:
+        raise
+    except Exception as err:
+        raise EvalError(f"lmms-eval failed on {', '.join(tasks)} ({mllm_dir}): "
+                        f"{type(err).__name__}: {err}") from err
+    finally:
+        logger.remove(sink)
+    if not res:
+        raise EvalError(f"lmms-eval returned no result for {', '.join(tasks)}"
+                        + (f"; it logged: {errors[0]}" if errors else ""))
+    samples = res.pop("samples", {})
+    out_dir = run_dir / "lmms_eval"
+    _dump(res, out_dir / "results.json")
+    _write_samples(samples, out_dir)
+    gen_errors = [e for e in errors if "generat" in e.lower()]
+    scores = {}
+    for b in benches:
+        task_samples = samples.get(b.task, [])
+        check_generations("lmms-eval", b.task, task_samples, gen_errors)
+        scores[b.name] = score_entry(b, res["results"].get(b.task), len(task_samples))
+    return scores

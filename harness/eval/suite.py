@@ -1,0 +1,72 @@
+"""Evaluation suites: which benchmarks a run scores, with which tool, metric and percent scale."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from harness.errors import ConfigError
+
+TOOLS = ("lm-eval", "lmms-eval")
+SUITES = ("language", "vision")
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark of a suite."""
+
+    name: str
+    suite: str          # language | vision
+    tool: str           # lm-eval | lmms-eval
+    task: str           # task id in that tool
+    metric: str         # metric key without filter suffix
+    filter: str = "none"
+    shots: int = 0
+    percent_scale: float = 100.0
+
+    @property
+    def result_key(self) -> str:
+        """The key of the metric in the tool's results ('<metric>,<filter>')."""
+        return f"{self.metric},{self.filter}"
+
+
+def load_benchmarks(eval_cfg) -> list[Benchmark]:
+    """The benchmarks of a suite config, validated (ConfigError names the bad entry)."""
+    raw = eval_cfg.get("benchmarks") or {}
+    raw = OmegaConf.to_container(raw, resolve=True) if OmegaConf.is_config(raw) else raw
+    out = []
+    for name, spec in raw.items():
+        where = f"eval={eval_cfg.name}, benchmark {name}"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {spec!r}")
+        missing = [k for k in ("suite", "tool", "task", "metric") if k not in spec]
+        if missing:
+            raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
+        if spec["tool"] not in TOOLS:
+            raise ConfigError(f"{where}: tool={spec['tool']!r}; choose one of {', '.join(TOOLS)}")
+        if spec["suite"] not in SUITES:
+            raise ConfigError(f"{where}: suite={spec['suite']!r}; choose language or vision")
+        known = {"suite", "tool", "task", "metric", "filter", "shots", "percent_scale"}
+        extra = sorted(set(spec) - known)
+        if extra:
+            raise ConfigError(f"{where}: unknown key {extra[0]!r}; valid keys: {sorted(known)}")
+        out.append(Benchmark(name=name, suite=spec["suite"], tool=spec["tool"],
+                             task=spec["task"], metric=spec["metric"],
+                             filter=spec.get("filter", "none"), shots=int(spec.get("shots", 0)),
+                             percent_scale=float(spec.get("percent_scale", 100.0))))
+    return out
+
+
+def task_paths(eval_cfg) -> list[Path]:
+    """Local task directories of a suite (relative paths are relative to the harness package)."""
+    out = []
+    for p in eval_cfg.get("task_paths") or []:
+        path = Path(str(p))
+        path = path if path.is_absolute() else PACKAGE_ROOT / path
+        if not path.is_dir():
+            raise ConfigError(f"eval={eval_cfg.name}: task path {path} does not exist")
+        out.append(path)
+    return out

@@ -1,0 +1,90 @@
+"""W&B mirror of the run records: one W&B run per harness run, never fatal.
+
+Metric names are `<suite>/<benchmark>/<metric>` (percent) and `<suite>/<benchmark>/<metric>_native`
+(the tool's own unit); averages as `avg/<language|vision|all>`; merge statistics as `merge/*`.
+Mode: `tracking.wandb.mode` = offline | online | disabled | auto (online when WANDB_API_KEY is
+set, else offline). Offline runs land under `<tracking.wandb.dir>/wandb/`; `wandb sync` uploads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def wandb_mode(cfg: DictConfig) -> str:
+    """The effective W&B mode of a run."""
+    mode = str(OmegaConf.select(cfg, "tracking.wandb.mode", default="auto"))
+    if mode == "auto":
+        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    if mode not in ("offline", "online", "disabled"):
+        log.warning("tracking.wandb.mode=%s is not valid (offline|online|disabled|auto); "
+                    "using offline", mode)
+        return "offline"
+    return mode
+
+
+def record_metrics(record: dict) -> dict:
+    """Flat W&B metrics of a result record."""
+    metrics = {}
+    for bench, s in (record.get("scores") or {}).items():
+        key = f"{s['suite']}/{bench}/{s['metric']}"
+        metrics[key] = s["percent"]
+        metrics[f"{key}_native"] = s["value"]
+    for name, value in (record.get("averages") or {}).items():
+        if value is not None:
+            metrics[f"avg/{name}"] = value
+    merge = record.get("merge") or {}
+    for key in ("seconds", "peak_rss_mb"):
+        if merge.get(key) is not None:
+            metrics[f"merge/{key}"] = merge[key]
+    for layer, groups in (merge.get("neurons_located") or {}).items():
+        for group, n in groups.items():
+            metrics[f"merge/located/{group}/layer_{int(layer):03d}"] = n
+    return metrics
+
+
+def log_record(cfg: DictConfig, record: dict, run_dir: Path) -> None:
+    """Mirror a record to W&B. Any W&B failure is a warning; the local record is unaffected."""
+    mode = wandb_mode(cfg)
+    if mode == "disabled":
+        return
+    try:
+        import wandb
+
+        wdir = Path(str(OmegaConf.select(cfg, "tracking.wandb.dir", default=run_dir)))
+        wdir.mkdir(parents=True, exist_ok=True)
+        run = wandb.init(
+            project=OmegaConf.select(cfg, "tracking.wandb.project", default="locate-then-merge"),
+            entity=OmegaConf.select(cfg, "tracking.wandb.entity", default=None),
+            group=record.get("experiment"), job_type=record.get("method"),
+            name=record["run_id"], id=record["run_id"] + "-" + record["created_at"][:19]
+            .replace(":", "").replace("-", ""), dir=str(wdir), mode=mode,
+            config=record.get("config"), reinit="finish_previous",
+            settings=wandb.Settings(silent=True, console="off"))
+    except Exception as err:  # W&B must never break a run
+        log.warning("W&B init failed (%s: %s); the local record is still written",
+                    type(err).__name__, err)
+        return
+    try:
+        metrics = record_metrics(record)
+        run.log(metrics)
+        run.summary.update(metrics)
+        rows = [[b, s["suite"], s["tool"], s["task"], s["metric"], s["value"], s["percent"]]
+                for b, s in (record.get("scores") or {}).items()]
+        run.log({"scores": wandb.Table(columns=["benchmark", "suite", "tool", "task", "metric",
+                                                "value", "percent"], data=rows)})
+        record.setdefault("tracking", {})["wandb"] = {"mode": mode, "id": run.id,
+                                                      "dir": str(getattr(run, "dir", ""))}
+    except Exception as err:
+        log.warning("W&B logging failed (%s: %s)", type(err).__name__, err)
+    finally:
+        try:
+            run.finish()
+        except Exception as err:
+            log.warning("W&B finish failed (%s: %s)", type(err).__name__, err)
