@@ -1,0 +1,112 @@
+"""Building (and caching) the micro pair: `<cache>/micro/<hash of build config>/{base,mllm}`."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from harness.micro import world as W
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUILD = {
+    "version": 1,
+    "seed": 0,
+    "arch": {"hidden": 128, "layers": 4, "intermediate": 384, "heads": 4,
+             "vision_hidden": 64, "vision_layers": 2},
+    "language": {"steps": 3000, "batch": 32, "lr": 3e-3, "n_train": 3000},
+    "visual": {"steps": 1500, "batch": 32, "lr": 1e-3, "n_train": 1500},
+    "threads": 2,
+}
+DONE = "build.json"
+
+
+def build_key(build_cfg: dict) -> str:
+    """Cache key of a build config."""
+    return hashlib.sha256(json.dumps(build_cfg, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def build_pair(out: Path, build_cfg: dict, progress: bool = True) -> dict:
+    """Train and save the micro pair into `out/base` and `out/mllm`; return build stats."""
+    from transformers import GenerationConfig
+
+    from harness.micro.models import make_llama, make_llava, make_processor
+    from harness.micro.tokenizer import build_tokenizer
+    from harness.micro.train import train_language, train_visual
+
+    start = time.perf_counter()
+    threads = int(build_cfg.get("threads") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    seed = int(build_cfg["seed"])
+    world = W.make_world()
+    tok = build_tokenizer(world)
+    tok_mm = build_tokenizer(world, multimodal=True)
+    base = make_llama(tok, build_cfg["arch"], seed)
+    lang_loss = train_language(base, tok, world, build_cfg["language"], seed, progress)
+    gen = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                           pad_token_id=tok.pad_token_id, do_sample=False, max_new_tokens=16)
+    base.generation_config = gen
+    base.save_pretrained(out / "base")
+    tok.save_pretrained(out / "base")
+    t_base = time.perf_counter() - start
+    processor = make_processor(tok_mm)
+    mllm = make_llava(base, tok_mm, build_cfg["arch"], seed + 1)
+    vis_loss = train_visual(mllm, tok_mm, processor, build_cfg["visual"], seed + 1, progress)
+    mllm.generation_config = gen
+    mllm.save_pretrained(out / "mllm")
+    processor.save_pretrained(out / "mllm")
+    stats = {"build": build_cfg, "seconds": round(time.perf_counter() - start, 1),
+             "seconds_base": round(t_base, 1), "language_loss": lang_loss,
+             "visual_loss": vis_loss, "torch_threads": torch.get_num_threads()}
+    (out / DONE).write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_built(build_cfg: dict, root: Path, progress: bool = True) -> Path:
+    """The directory of a complete build of `build_cfg` under `root`, building it if missing."""
+    final = Path(root) / build_key(build_cfg)
+    with _lock(Path(root) / f".{final.name}.lock"):
+        if (final / DONE).is_file():
+            return final
+        log.info("building the micro pair into %s (once; cached afterwards)", final)
+        tmp = Path(root) / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            stats = build_pair(tmp, build_cfg, progress)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log.info("micro pair built in %.0f s", stats["seconds"])
+    return final
+
+
+def ensure_pair(pair_cfg, cache_root: Path, progress: bool = True) -> tuple[Path, Path]:
+    """(base_dir, mllm_dir) of the micro pair described by `pair_cfg.build`."""
+    build = pair_cfg.get("build")
+    build = OmegaConf.to_container(build, resolve=True) if OmegaConf.is_config(build) else build
+    build = build or DEFAULT_BUILD
+    root = ensure_built(build, Path(cache_root) / "micro", progress)
+    return root / "base", root / "mllm"
