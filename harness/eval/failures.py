@@ -1,8 +1,23 @@
-"""Silent failures are failures: empty generations and errors the evaluators only logged."""
+"""Silent failures are failures.
+
+lmms-eval's llava_hf catches every exception raised while generating, logs it, and answers ""
+— which then scores 0 as if the model had answered wrongly. The runner collects the ERROR records
+lmms-eval logs during a run; any generation error fails the run with the task, the first affected
+doc and the tool's message, and no score is reported. lm-eval does not swallow errors (they
+propagate and fail the run).
+
+An empty answer without a logged error is the model's own answer (a model that forgot a skill
+often stops at once); it scores 0 legitimately. Such answers are counted per benchmark
+(`empty` in the score entry) and logged as a warning, never hidden.
+"""
 
 from __future__ import annotations
 
+import logging
+
 from harness.errors import EvalError
+
+log = logging.getLogger(__name__)
 
 
 def _texts(resps) -> list[str]:
@@ -14,18 +29,27 @@ def _texts(resps) -> list[str]:
     return []
 
 
-def check_generations(tool: str, task: str, samples: list[dict], logged_errors: list[str]) -> None:
-    """EvalError naming the task, the first failing doc and the tool's message, if any response
-    of a generative task is empty or the tool logged a generation error."""
+def empty_docs(samples: list[dict]) -> list:
+    """doc ids whose every response is an empty string."""
+    out = []
     for sample in samples:
         texts = _texts(sample.get("resps"))
         if texts and all(not t.strip() for t in texts):
-            message = logged_errors[0] if logged_errors else "(the tool logged no error)"
-            raise EvalError(
-                f"{tool} task {task}: doc {sample.get('doc_id')} got an empty generation; "
-                f"{tool} turns failed generations into empty answers that score 0, so no score "
-                f"is reported. The tool said: {message}. Prompt: "
-                f"{str(sample.get('arguments', ''))[:300]}")
+            out.append(sample.get("doc_id"))
+    return out
+
+
+def check_generations(tool: str, task: str, samples: list[dict], logged_errors: list[str]) -> int:
+    """Fail (EvalError) when the tool logged a generation error; return the number of empty
+    answers otherwise."""
+    empties = empty_docs(samples)
     if logged_errors:
-        raise EvalError(f"{tool} task {task}: the tool logged a generation error: "
-                        f"{logged_errors[0]}")
+        first = empties[0] if empties else "unknown"
+        raise EvalError(
+            f"{tool} task {task}: generation failed (first empty answer: doc {first}); {tool} "
+            f"swallows such errors and scores the empty answer 0, so no score is reported. "
+            f"The tool said: {logged_errors[0]}")
+    if empties:
+        log.warning("%s task %s: %d of %d answers are empty (the model's own answers; "
+                    "no generation error was logged)", tool, task, len(empties), len(samples))
+    return len(empties)

@@ -83,7 +83,9 @@ def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, task_dir
         _write_samples(samples, out_dir)
         for b in group:
             task_samples = samples.get(b.task, [])
+            empty = 0
             if res.get("configs", {}).get(b.task, {}).get("output_type") == "generate_until":
-                check_generations("lm-eval", b.task, task_samples, [])
+                empty = check_generations("lm-eval", b.task, task_samples, [])
             scores[b.name] = score_entry(b, res["results"].get(b.task), len(task_samples))
+            scores[b.name]["empty"] = empty
     return scores

@@ -66,6 +66,7 @@ def run_lmms_eval(benches: list[Benchmark], mllm_dir: Path, run_dir: Path,
     scores = {}
     for b in benches:
         task_samples = samples.get(b.task, [])
-        check_generations("lmms-eval", b.task, task_samples, gen_errors)
+        empty = check_generations("lmms-eval", b.task, task_samples, gen_errors)
         scores[b.name] = score_entry(b, res["results"].get(b.task), len(task_samples))
+        scores[b.name]["empty"] = empty
     return scores
