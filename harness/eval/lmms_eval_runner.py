@@ -20,7 +20,7 @@ def run_lmms_eval(benches: list[Benchmark], mllm_dir: Path, run_dir: Path,
     """Evaluate `benches` (all lmms-eval) on `mllm_dir`; return benchmark → score entry.
 
     llava_hf swallows generation errors (logs them, answers ""), so a loguru sink collects
-    ERROR records during the run and any empty answer fails the run.
+    ERROR records during the run; a logged generation error fails the run (failures.py).
     """
     from loguru import logger
     from lmms_eval.evaluator import simple_evaluate
