@@ -57,3 +57,20 @@ def tiny_tuned_llm(tiny_root, tiny_llama):
     from harness.models.tiny import build_tiny_tuned_llm
 
     return build_tiny_tuned_llm(tiny_root / "tuned_llm", tiny_llama)
+
+
+@pytest.fixture(scope="session")
+def micro_cache():
+    """The cache root holding the default micro pair (built once; reused across sessions, since
+    the build is deterministic and keyed by its config)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from harness.micro import ensure_pair
+
+    root = Path(__file__).resolve().parent.parent
+    cache = Path(os.environ.get("HARNESS_CACHE", root / ".cache" / "harness"))
+    pair = OmegaConf.load(root / "conf" / "pair" / "micro.yaml")
+    ensure_pair(pair, cache, progress=False)
+    return cache
