@@ -1,0 +1,263 @@
+"""`python -m harness.tables` (= `make tables`): paper-style tables and plots from run records.
+
+Reads every complete `<results>/runs/*/result.json` (a long pandas frame first, pivoted last) and
+writes to `<results>/tables/`:
+- `main_<pair>_<suite>.{md,tex,csv}`: rows Base LLM, MLLM and the seven merges, each at its chosen
+  configuration; columns every benchmark (percent), then language, visual and overall averages;
+  the best merge per column in bold. Several seeds of one configuration → mean ± std.
+- `sweep_<pair>_<suite>_<method>.{md,csv}`: every configuration of a method that was run.
+- `tradeoff_<pair>_<suite>.{png,pdf}` and `sweep_<pair>_<suite>_<method>.{png,pdf}` (harness.plots).
+A missing benchmark is a gap, never a zero; incomplete or unreadable records are skipped and named.
+The chosen configuration of a method is picked by the rule in conf/tables/default.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+log = logging.getLogger(__name__)
+
+ROWS = [("base", "Base LLM"), ("mllm", "MLLM"), ("model_soup", "Model Soup"),
+        ("task_arithmetic", "Task Arithmetic"), ("ties", "TIES"), ("dare", "DARE"),
+        ("breadcrumbs", "Breadcrumbs"), ("della", "DELLA"), ("neuron_fusion", "Neuron-Fusion")]
+LABELS = dict(ROWS)
+REFERENCE = {"base", "mllm"}
+AVERAGES = [("language", "Lang. avg"), ("vision", "Vis. avg"), ("all", "Overall avg")]
+CONF = Path(__file__).resolve().parent.parent / "conf" / "tables" / "default.yaml"
+
+
+def load_records(runs_dir: Path) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """Complete records under runs_dir, and (path, reason) of every skipped one."""
+    records, skipped = [], []
+    for path in sorted(Path(runs_dir).glob("*/result.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            skipped.append((path, f"unreadable ({type(err).__name__})"))
+            continue
+        if not isinstance(rec, dict) or rec.get("status") != "complete":
+            skipped.append((path, "incomplete"))
+            continue
+        if not all(k in rec for k in ("pair", "method", "scores", "eval_suite")):
+            skipped.append((path, "missing fields"))
+            continue
+        records.append(rec)
+    return records, skipped
+
+
+def _config_label(params: dict) -> str:
+    return ", ".join(f"{k}={_fmt_param(v)}" for k, v in sorted((params or {}).items())
+                     if k != "seed") or "-"
+
+
+def _fmt_param(v) -> str:
+    if isinstance(v, list):
+        return "+".join(map(str, v))
+    return str(v)
+
+
+def long_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per (record, benchmark) plus one per (record, average)."""
+    rows = []
+    for r in records:
+        base = {"pair": r["pair"], "suite": r["eval_suite"], "method": r["method"],
+                "config": _config_label(r.get("params")), "seed": r.get("seed", 0),
+                "run_id": r.get("run_id")}
+        for bench, s in r["scores"].items():
+            rows.append({**base, "column": bench, "kind": s["suite"], "value": s["percent"]})
+        for name, value in (r.get("averages") or {}).items():
+            if value is not None:
+                rows.append({**base, "column": name, "kind": "average", "value": value})
+    return pd.DataFrame(rows, columns=["pair", "suite", "method", "config", "seed", "run_id",
+                                       "column", "kind", "value"])
+
+
+def benchmark_order(frame: pd.DataFrame) -> list[str]:
+    """Language benchmarks first, then visual, each in first-seen order."""
+    order = []
+    for kind in ("language", "vision"):
+        order += list(dict.fromkeys(frame.loc[frame.kind == kind, "column"]))
+    return order
+
+
+def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (method, config, column)."""
+    g = frame.groupby(["method", "config", "column"])["value"]
+    out = g.agg(mean="mean", std="std", n="count").reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def choose(agg: pd.DataFrame, rule: str, defaults: dict[str, str]) -> dict[str, str]:
+    """The chosen config of each method: `best_overall` (highest overall average) or `defaults`
+    (the conf/method/<name>.yaml parameters, falling back to best_overall when not run)."""
+    chosen = {}
+    for method, sub in agg.groupby("method"):
+        configs = sorted(sub.config.unique())
+        if rule == "defaults" and defaults.get(method) in configs:
+            chosen[method] = defaults[method]
+            continue
+        overall = sub[sub.column == "all"].sort_values(["mean", "config"], ascending=[False, True])
+        chosen[method] = overall.config.iloc[0] if len(overall) else configs[0]
+    return chosen
+
+
+def _cell(mean: float, std: float, n: int, bold: bool, latex: bool) -> str:
+    text = f"{mean:.1f}" + (f" ± {std:.1f}" if n > 1 else "")
+    if latex:
+        text = text.replace("±", r"$\pm$")
+        return rf"\textbf{{{text}}}" if bold else text
+    return f"**{text}**" if bold else text
+
+
+def main_table(agg: pd.DataFrame, chosen: dict[str, str], benches: list[str]):
+    """(numeric frame, markdown cells, latex cells) of the main table."""
+    columns = benches + [a for a, _ in AVERAGES]
+    methods = [m for m, _ in ROWS if m in chosen] + sorted(set(chosen) - set(LABELS))
+    mean = pd.DataFrame(index=methods, columns=columns, dtype=float)
+    std, n = mean.copy(), mean.copy()
+    for m in methods:
+        sub = agg[(agg.method == m) & (agg.config == chosen[m])].set_index("column")
+        for c in columns:
+            if c in sub.index:
+                mean.loc[m, c], std.loc[m, c], n.loc[m, c] = sub.loc[c, ["mean", "std", "n"]]
+    merges = [m for m in methods if m not in REFERENCE]
+    best = {c: mean.loc[merges, c].max() for c in columns} if merges else {}
+    md, tex = [], []
+    for m in methods:
+        row_md, row_tex = [], []
+        for c in columns:
+            v = mean.loc[m, c]
+            if pd.isna(v):
+                row_md.append("")
+                row_tex.append("")
+                continue
+            bold = m in merges and v == best.get(c)
+            row_md.append(_cell(v, std.loc[m, c], int(n.loc[m, c]), bold, False))
+            row_tex.append(_cell(v, std.loc[m, c], int(n.loc[m, c]), bold, True))
+        md.append(row_md)
+        tex.append(row_tex)
+    return mean, md, tex, methods, columns
+
+
+def _header(columns: list[str]) -> list[str]:
+    names = dict(AVERAGES)
+    return [names.get(c, c) for c in columns]
+
+
+def write_main(out: Path, stem: str, mean, md, tex, methods, columns, chosen, rule) -> list[Path]:
+    """Markdown, LaTeX (booktabs) and CSV of a main table."""
+    header = _header(columns)
+    labels = [LABELS.get(m, m) for m in methods]
+    note = (f"Chosen configuration per method (rule: {rule}): "
+            + "; ".join(f"{LABELS.get(m, m)}: {chosen[m]}" for m in methods))
+    lines = ["| Method | " + " | ".join(header) + " |",
+             "|---|" + "---:|" * len(header)]
+    lines += [f"| {lab} | " + " | ".join(cells) + " |" for lab, cells in zip(labels, md)]
+    (out / f"{stem}.md").write_text("\n".join(lines) + f"\n\n{note}\n")
+    esc = [h.replace("_", r"\_") for h in header]
+    tl = [r"\begin{tabular}{l" + "r" * len(header) + "}", r"\toprule",
+          "Method & " + " & ".join(esc) + r" \\", r"\midrule"]
+    for i, (lab, cells) in enumerate(zip(labels, tex)):
+        tl.append(f"{lab} & " + " & ".join(cells) + r" \\")
+        if i == 1 and len(labels) > 2 and methods[1] in REFERENCE:
+            tl.append(r"\midrule")
+    tl += [r"\bottomrule", r"\end{tabular}", f"% {note}"]
+    (out / f"{stem}.tex").write_text("\n".join(tl) + "\n")
+    csv = mean.copy()
+    csv.index = labels
+    csv.columns = header
+    csv.round(4).to_csv(out / f"{stem}.csv", index_label="Method")
+    return [out / f"{stem}.{ext}" for ext in ("md", "tex", "csv")]
+
+
+def write_sweep(out: Path, stem: str, sub: pd.DataFrame, benches: list[str]) -> list[Path]:
+    """One row per configuration of a method (mean over seeds)."""
+    columns = benches + [a for a, _ in AVERAGES]
+    pivot = sub.pivot_table(index="config", columns="column", values="mean").reindex(
+        columns=[c for c in columns if c in set(sub.column)])
+    pivot = pivot.sort_index()
+    header = _header(list(pivot.columns))
+    lines = ["| Configuration | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+    for config, row in pivot.iterrows():
+        lines.append(f"| {config} | " + " | ".join("" if pd.isna(v) else f"{v:.1f}" for v in row)
+                     + " |")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    pivot.round(4).to_csv(out / f"{stem}.csv")
+    return [out / f"{stem}.md", out / f"{stem}.csv"]
+
+
+def load_rule(path: Path = CONF) -> dict:
+    """The selection rule (conf/tables/default.yaml)."""
+    return yaml.safe_load(path.read_text()) if path.is_file() else {"select": "best_overall"}
+
+
+def method_defaults() -> dict[str, str]:
+    """Config label of each method's conf/method defaults."""
+    out = {}
+    for path in sorted((CONF.parent.parent / "method").glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text())
+        out[spec["name"]] = _config_label(spec.get("params") or {})
+    return out
+
+
+def build_tables(results: Path, plots: bool = True) -> list[Path]:
+    """Write every table (and plot) for the records under `results`; return the files."""
+    records, skipped = load_records(Path(results) / "runs")
+    for path, why in skipped:
+        print(f"skipped {path}: {why}")
+    if skipped:
+        print(f"{len(skipped)} record(s) skipped")
+    out = Path(results) / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    frame = long_frame(records)
+    if frame.empty:
+        print(f"no complete records under {Path(results) / 'runs'}; nothing to tabulate")
+        return []
+    rule = load_rule()
+    written = []
+    for (pair, suite), part in sorted(frame.groupby(["pair", "suite"])):
+        benches = benchmark_order(part)
+        agg = aggregate(part)
+        chosen = choose(agg, rule.get("select", "best_overall"), method_defaults())
+        stem = f"main_{pair}_{suite}"
+        mean, md, tex, methods, columns = main_table(agg, chosen, benches)
+        written += write_main(out, stem, mean, md, tex, methods, columns, chosen,
+                              rule.get("select", "best_overall"))
+        if plots:
+            from harness.plots import tradeoff_plot
+
+            written += tradeoff_plot(agg, chosen, out / f"tradeoff_{pair}_{suite}")
+        for method, sub in agg.groupby("method"):
+            if sub.config.nunique() > 1:
+                s_stem = f"sweep_{pair}_{suite}_{method}"
+                written += write_sweep(out, s_stem, sub, benches)
+                if plots:
+                    from harness.plots import sweep_plot
+
+                    written += sweep_plot(sub, out / s_stem, LABELS.get(method, method))
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m harness.tables", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path,
+                        default=Path(os.environ.get("HARNESS_RESULTS", "results")))
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    files = build_tables(args.results, plots=not args.no_plots)
+    for f in files:
+        print(f"wrote {f}")
+
+
+if __name__ == "__main__":
+    main()
