@@ -29,11 +29,11 @@ class NeuronFusionParams:
     """ratio in (0, 1]; score absolute|relative; scope ⊆ [ffn, attn]; keep, suppress,
     others_scale ≥ 0."""
 
-    ratio: float = 0.02
+    ratio: float = 0.1
     score: str = "absolute"
     scope: tuple = ("ffn", "attn")
     keep: float = 1.0
-    suppress: float = 0.2
+    suppress: float = 0.4
     others_scale: float = 1.0
 
     def __post_init__(self):
