@@ -53,3 +53,19 @@ def check_generations(tool: str, task: str, samples: list[dict], logged_errors: 
         log.warning("%s task %s: %d of %d answers are empty (the model's own answers; "
                     "no generation error was logged)", tool, task, len(empties), len(samples))
     return len(empties)
+
+
+OFFLINE_HINTS = ("OfflineModeIsEnabled", "Couldn't reach", "couldn't reach", "LocalEntryNotFound",
+                 "not found in cache", "offline mode", "HF_HUB_OFFLINE", "ConnectionError")
+
+
+def tool_error(tool: str, tasks: list[str], where, err: BaseException, suite: str) -> EvalError:
+    """An EvalError for an exception raised inside an evaluator, with the fix when it is a
+    dataset or model missing from the offline cache."""
+    text = f"{type(err).__name__}: {err}"
+    message = f"{tool} failed on {', '.join(tasks)} ({where}): {text}"
+    if any(h in text for h in OFFLINE_HINTS):
+        message += (f". A dataset or model is not in the local HF cache and the harness runs "
+                    f"offline: on a machine with internet run `python -m harness.prefetch "
+                    f"eval={suite}` (plus pair=<pair>), then copy the HF cache (HF_HOME) here")
+    return EvalError(message)

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from harness.errors import EvalError
-from harness.eval.failures import check_generations
+from harness.eval.failures import check_generations, tool_error
 from harness.eval.scores import score_entry
 from harness.eval.suite import Benchmark
 
@@ -74,8 +74,7 @@ def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, task_dir
         except EvalError:
             raise
         except Exception as err:
-            raise EvalError(f"lm-eval failed on {', '.join(tasks)} ({llm_dir}): "
-                            f"{type(err).__name__}: {err}") from err
+            raise tool_error("lm-eval", tasks, llm_dir, err, eval_cfg.name) from err
         if res is None:
             raise EvalError(f"lm-eval returned no result for {', '.join(tasks)}")
         samples = res.pop("samples", {})

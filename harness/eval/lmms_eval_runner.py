@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from harness.errors import EvalError
-from harness.eval.failures import check_generations
+from harness.eval.failures import check_generations, tool_error
 from harness.eval.lm_eval_runner import _dump, _write_samples
 from harness.eval.scores import score_entry
 from harness.eval.suite import Benchmark
@@ -51,8 +51,7 @@ def run_lmms_eval(benches: list[Benchmark], mllm_dir: Path, run_dir: Path,
     except EvalError:
         raise
     except Exception as err:
-        raise EvalError(f"lmms-eval failed on {', '.join(tasks)} ({mllm_dir}): "
-                        f"{type(err).__name__}: {err}") from err
+        raise tool_error("lmms-eval", tasks, mllm_dir, err, eval_cfg.name) from err
     finally:
         logger.remove(sink)
     if not res:

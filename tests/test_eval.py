@@ -1,0 +1,154 @@
+"""The evaluation stage end to end through the real lm-eval and lmms-eval, on tiny checkpoints
+and the local smoke suite; silent failures must fail the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _harness(results: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HARNESS_RESULTS": str(results), "HARNESS_WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "harness", "merge.progress=false", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _records(results: Path) -> list[Path]:
+    return sorted((results / "runs").glob("*/result.json"))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, tiny_llama, tiny_llava_new):
+    results = tmp_path_factory.mktemp("results")
+    args = ["pair=local", f"pair.base={tiny_llama}", f"pair.mllm={tiny_llava_new}",
+            "method=mllm", "eval=smoke", "eval.limit=4"]
+    proc = _harness(results, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results, args
+
+
+def test_record_holds_real_scores_from_both_tools(smoke_run):
+    results, _ = smoke_run
+    (path,) = _records(results)
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "complete" and rec["eval_suite"] == "smoke"
+    assert set(rec["scores"]) == {"smoke_mc", "smoke_gen", "smoke_color"}
+    tools = {s["tool"] for s in rec["scores"].values()}
+    assert tools == {"lm-eval", "lmms-eval"}
+    for s in rec["scores"].values():
+        assert s["n"] == 4 and 0.0 <= s["percent"] <= 100.0
+        assert s["percent"] == pytest.approx(100 * s["value"])
+    assert rec["averages"]["language"] == pytest.approx(
+        (rec["scores"]["smoke_mc"]["percent"] + rec["scores"]["smoke_gen"]["percent"]) / 2)
+    for key in ("run_id", "experiment", "pair", "method", "params", "merge", "config",
+                "versions", "git_sha", "created_at"):
+        assert key in rec
+    run = path.parent
+    assert (run / "lm_eval" / "samples_harness_smoke_mc.jsonl").is_file()
+    assert (run / "lm_eval" / "results_0shot.json").is_file()
+    assert (run / "lmms_eval" / "samples_harness_smoke_color.jsonl").is_file()
+    assert (run / "lmms_eval" / "results.json").is_file()
+    first = json.loads((run / "lm_eval" / "samples_harness_smoke_gen.jsonl").read_text()
+                       .splitlines()[0])
+    assert "resps" in first and "doc" in first
+
+
+def test_complete_run_is_skipped_and_force_reruns(smoke_run):
+    results, args = smoke_run
+    (path,) = _records(results)
+    before = path.stat().st_mtime_ns
+    proc = _harness(results, *args)
+    assert proc.returncode == 0 and "is complete" in proc.stderr + proc.stdout
+    assert path.stat().st_mtime_ns == before
+    proc = _harness(results, *args, "force=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert path.stat().st_mtime_ns != before
+
+
+def test_stage_eval_uses_the_existing_merge_and_needs_one(smoke_run, tmp_path):
+    results, args = smoke_run
+    proc = _harness(results, *args, "stage=eval", "eval.limit=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(_records(results)) == 2
+    assert "merge " not in proc.stderr.split("lm-eval")[0] or "done in" not in proc.stderr
+    proc = _harness(tmp_path, *args, "stage=eval")
+    assert proc.returncode == 1 and "stage=merge" in proc.stderr
+    assert not _records(tmp_path)
+
+
+def test_processor_that_cannot_place_the_image_fails_the_run(tmp_path, tiny_llama,
+                                                             tiny_llava_new):
+    broken = tmp_path / "broken_llava"
+    shutil.copytree(tiny_llava_new, broken)
+    # a chat template that drops the user's content: the <image> placeholder never reaches the
+    # processor, so the image cannot be placed
+    template = "{% for m in messages %}<|{{ m['role'] }}|>{% endfor %}<|assistant|>"
+    (broken / "chat_template.jinja").write_text(template)
+    cfg_path = broken / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("chat_template", None)
+    cfg_path.write_text(json.dumps(cfg))
+    results = tmp_path / "results"
+    proc = _harness(results, "pair=local", f"pair.base={tiny_llama}", f"pair.mllm={broken}",
+                    "method=mllm", "eval=smoke", "eval.limit=2")
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    message = proc.stderr.lower()
+    assert "lmms-eval" in message and "image" in message, proc.stderr[-2000:]
+    assert not _records(results)
+
+
+def test_missing_hub_dataset_names_it_and_prefetch(tmp_path, tiny_llama, tiny_llava_new):
+    results = tmp_path / "results"
+    proc = _harness(results, "pair=local", f"pair.base={tiny_llama}",
+                    f"pair.mllm={tiny_llava_new}", "method=mllm", "eval=paper13",
+                    "eval.limit=1", "~eval.benchmarks.mmlu", "~eval.benchmarks.gsm8k",
+                    "~eval.benchmarks.hellaswag", "~eval.benchmarks.winogrande",
+                    "~eval.benchmarks.truthfulqa_mc2", timeout=900)
+    assert proc.returncode == 1
+    assert "arc_challenge" in proc.stderr and "prefetch" in proc.stderr, proc.stderr[-2000:]
+    assert not _records(results)
+
+
+def test_swallowed_generation_error_fails_and_own_empty_answers_are_counted():
+    from harness.errors import EvalError
+    from harness.eval.failures import check_generations
+
+    samples = [{"doc_id": 0, "resps": [["red"]]}, {"doc_id": 3, "resps": [[""]]}]
+    with pytest.raises(EvalError, match="doc 3.*Error boom in generating"):
+        check_generations("lmms-eval", "t", samples, ["Error boom in generating"])
+    assert check_generations("lm-eval", "t", samples, []) == 1
+
+
+def test_paper13_task_ids_and_metrics_exist_in_the_installed_registries():
+    """Indexing only (no downloads): every paper13 task id is known to its tool, and its metric
+    is one the task declares."""
+    from omegaconf import OmegaConf
+
+    from harness.eval.suite import load_benchmarks
+
+    benches = load_benchmarks(OmegaConf.load(ROOT / "conf" / "eval" / "paper13.yaml"))
+    assert len([b for b in benches if b.suite == "language"]) == 6
+    assert len([b for b in benches if b.suite == "vision"]) == 7
+    from lm_eval.tasks import TaskManager
+    from lmms_eval.tasks import TaskManager as LmmsTaskManager
+
+    managers = {"lm-eval": TaskManager(), "lmms-eval": LmmsTaskManager(model_name="llava_hf")}
+
+    for b in benches:
+        index = managers[b.tool].task_index
+        assert b.task in index, f"{b.tool} has no task {b.task}"
+        entry = index[b.task]
+        path = Path(getattr(entry, "yaml_path", None) or entry["yaml_path"])
+        text = path.read_text()
+        for line in text.splitlines():  # a task may take its metrics from an included template
+            if line.startswith("include:"):
+                text += (path.parent / line.split(":", 1)[1].strip().strip("'\"")).read_text()
+        assert f"metric: {b.metric}" in text, f"{b.tool} task {b.task} declares no {b.metric}"
