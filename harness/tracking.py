@@ -79,8 +79,9 @@ def log_record(cfg: DictConfig, record: dict, run_dir: Path) -> None:
                 for b, s in (record.get("scores") or {}).items()]
         run.log({"scores": wandb.Table(columns=["benchmark", "suite", "tool", "task", "metric",
                                                 "value", "percent"], data=rows)})
+        run_path = Path(getattr(run, "dir", "")).parent  # <dir>/wandb/<offline-run-…>/files
         record.setdefault("tracking", {})["wandb"] = {"mode": mode, "id": run.id,
-                                                      "dir": str(getattr(run, "dir", ""))}
+                                                      "run_dir": str(run_path)}
     except Exception as err:
         log.warning("W&B logging failed (%s: %s)", type(err).__name__, err)
     finally:
@@ -88,3 +89,28 @@ def log_record(cfg: DictConfig, record: dict, run_dir: Path) -> None:
             run.finish()
         except Exception as err:
             log.warning("W&B finish failed (%s: %s)", type(err).__name__, err)
+
+
+def read_offline_summary(run_dir: Path) -> dict:
+    """The summary of an offline W&B run, read back from its `.wandb` transaction log with
+    wandb's own reader (offline runs write no wandb-summary.json). Later updates win."""
+    import json
+
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    (log_file,) = sorted(Path(run_dir).glob("*.wandb"))
+    store = datastore.DataStore()
+    store.open_for_scan(str(log_file))
+    summary: dict = {}
+    while True:
+        data = store.scan_data()
+        if data is None:
+            break
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(data)
+        if rec.WhichOneof("record_type") == "summary":
+            for item in rec.summary.update:
+                key = item.key or "/".join(item.nested_key)
+                summary[key] = json.loads(item.value_json)
+    return summary
