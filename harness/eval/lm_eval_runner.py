@@ -9,7 +9,7 @@ from pathlib import Path
 from harness.errors import EvalError
 from harness.eval.failures import check_generations, tool_error
 from harness.eval.scores import score_entry
-from harness.eval.suite import Benchmark
+from harness.eval.suite import Benchmark, check_known_tasks
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,7 @@ def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, task_dir
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=[str(p) for p in task_dirs] or None)
-    known = set(manager.all_tasks)
-    for b in benches:
-        if b.task not in known:
-            raise EvalError(f"lm-eval has no task {b.task!r} (benchmark {b.name}); check the "
-                            f"task id, or the suite's task_paths for local tasks")
+    check_known_tasks("lm-eval", set(manager.all_tasks), benches)
     backend = eval_cfg.get("backend", "hf")
     if backend == "vllm":
         try:

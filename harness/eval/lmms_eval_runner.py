@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from harness.errors import EvalError
 from harness.eval.failures import check_generations, tool_error
 from harness.eval.lm_eval_runner import _dump, _write_samples
 from harness.eval.scores import score_entry
-from harness.eval.suite import Benchmark
+from harness.eval.suite import Benchmark, check_known_tasks
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +27,7 @@ def run_lmms_eval(benches: list[Benchmark], mllm_dir: Path, run_dir: Path,
 
     manager = TaskManager(include_path=[str(p) for p in task_dirs] or None,
                           model_name="llava_hf")
-    known = set(manager.all_tasks)
-    for b in benches:
-        if b.task not in known:
-            raise EvalError(f"lmms-eval has no task {b.task!r} (benchmark {b.name}); check the "
-                            f"task id, or the suite's task_paths for local tasks")
+    check_known_tasks("lmms-eval", set(manager.all_tasks), benches)
     dtype = eval_cfg.get("dtype", "auto")
     dtype = "float32" if dtype == "auto" and device == "cpu" else ("bfloat16" if dtype == "auto"
                                                                    else dtype)

@@ -70,3 +70,13 @@ def task_paths(eval_cfg) -> list[Path]:
             raise ConfigError(f"eval={eval_cfg.name}: task path {path} does not exist")
         out.append(path)
     return out
+
+
+def check_known_tasks(tool: str, known: set[str], benches: list[Benchmark]) -> None:
+    """ConfigError-like EvalError when a benchmark's task is not in the tool's task index."""
+    from harness.errors import EvalError
+
+    for b in benches:
+        if b.task not in known:
+            raise EvalError(f"{tool} has no task {b.task!r} (benchmark {b.name}); check the "
+                            f"task id, or the suite's task_paths for local tasks")

@@ -45,6 +45,15 @@ def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([s + [value] * (n - len(s)) for s in seqs])
 
 
+def _update(model, opt, loss: torch.Tensor, ema: float | None) -> float:
+    """One optimiser step (gradient clipped at 1); returns the running mean of the loss."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+
+
 def train_language(model, tok, world: W.World, cfg: dict, seed: int, progress: bool) -> float:
     """Stage 1. Returns the final average loss."""
     rng = random.Random(seed)
@@ -61,11 +70,7 @@ def train_language(model, tok, world: W.World, cfg: dict, seed: int, progress: b
         labels = ids.masked_fill(ids == tok.pad_token_id, IGNORE)
         _schedule(opt, step, cfg["steps"], cfg["lr"])
         loss = model(input_ids=ids, attention_mask=(labels != IGNORE).long(), labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        ema = _update(model, opt, loss, ema)
         bar.set_postfix(loss=f"{ema:.3f}")
     model.eval()
     return float(ema)
@@ -108,11 +113,7 @@ def train_visual(model, tok, processor, cfg: dict, seed: int, progress: bool) ->
         mask = _pad([[1] * len(ids[i]) for i in idx], 0)
         _schedule(opt, step, cfg["steps"], cfg["lr"])
         loss = model(input_ids=x, attention_mask=mask, pixel_values=pixels[idx], labels=y).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        ema = _update(model, opt, loss, ema)
         bar.set_postfix(loss=f"{ema:.3f}")
     model.eval()
     return float(ema)

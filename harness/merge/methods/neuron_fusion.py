@@ -13,7 +13,7 @@ damp the change of all other neurons (they carry general language skill).
 Which of these choices are our reading of the paper is stated in docs/methods.md.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
