@@ -98,3 +98,17 @@ def test_visual_tuning_forgets_and_the_world_is_mergeable(micro_cache, tmp_path)
     assert m["vision"] >= b["vision"] + 30, (b, m)
     assert min(b["language"], m["language"]) < t["language"] < max(b["language"], m["language"])
     assert min(b["vision"], m["vision"]) < t["vision"] < max(b["vision"], m["vision"])
+    # make tables on these records: the main table's averages are the records' means
+    import pandas as pd
+
+    from harness.tables import build_tables
+
+    build_tables(tmp_path, plots=True)
+    csv = pd.read_csv(tmp_path / "tables" / "main_micro_micro.csv", index_col=0)
+    for label, rec in (("Base LLM", base), ("MLLM", mllm)):
+        for col, key in (("Lang. avg", "language"), ("Vis. avg", "vision"),
+                         ("Overall avg", "all")):
+            assert csv.loc[label, col] == pytest.approx(rec["averages"][key], abs=1e-4)
+        lang = [s["percent"] for s in rec["scores"].values() if s["suite"] == "language"]
+        assert csv.loc[label, "Lang. avg"] == pytest.approx(sum(lang) / len(lang), abs=1e-4)
+    assert (tmp_path / "tables" / "tradeoff_micro_micro.png").is_file()
