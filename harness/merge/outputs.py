@@ -13,6 +13,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "chat_template.jinja", "chat_template.json")
 
 
+# text model type → causal-LM class, for the families LLaVA checkpoints use (no transformers import)
+CAUSAL_LM = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+             "qwen2": "Qwen2ForCausalLM", "gemma": "GemmaForCausalLM",
+             "vicuna": "LlamaForCausalLM"}
+
+
 def check_free_disk(directory: Path, needed_bytes: int) -> None:
     """MergeError when `directory`'s file system has less room than the output needs."""
     free = shutil.disk_usage(directory).free
@@ -47,18 +53,28 @@ def write_llm_files(out: Path, tuned_dir: Path, base_dir: Path, tuned_cfg: dict,
     if not multimodal:
         write_mllm_files(out, tuned_dir)
         return
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    import json
 
-    text = AutoConfig.from_pretrained(tuned_dir).get_text_config()
-    arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(text.model_type)
+    text = dict(tuned_cfg.get("text_config") or {})
+    model_type = text.get("model_type", "llama")
+    arch = CAUSAL_LM.get(model_type)
+    if arch is None:  # rare types: ask transformers (a slow import, hence the table above)
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
     if arch is None:
-        raise MergeError(f"{tuned_dir}: the text model type {text.model_type!r} has no causal-LM "
+        raise MergeError(f"{tuned_dir}: the text model type {model_type!r} has no causal-LM "
                          f"class in transformers; cannot write out/llm")
-    text.architectures = [arch]
+    text["model_type"] = model_type
+    text["architectures"] = [arch]
+    text.setdefault("tie_word_embeddings", bool(tuned_cfg.get("tie_word_embeddings", False)))
+    for key in ("dtype", "torch_dtype", "transformers_version"):
+        if key in tuned_cfg and key not in text:
+            text[key] = tuned_cfg[key]
     if vocab_rows is not None:
-        text.vocab_size = vocab_rows
-    text.save_pretrained(out)
+        text["vocab_size"] = vocab_rows
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(text, indent=2, sort_keys=True))
     for name in ("generation_config.json",):
         src = tuned_dir / name if (tuned_dir / name).is_file() else base_dir / name
         if src.is_file():

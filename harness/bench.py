@@ -1,0 +1,264 @@
+"""`python -m harness.bench` (= `make bench`): merge speed and memory against the I/O floor and
+mergekit, on a synthetic pair with a real Llama / LLaVA layout.
+
+Builds (once, cached under `<cache>/bench/<size>`) a bf16 base LLM and a LLaVA whose language
+model is the base plus noise, then measures, alternating repetitions, each in a fresh process so
+its peak RSS is its own:
+- `floor`: read every tensor of both inputs and write the output tensors (out/llm and out/mllm,
+  the harness's own writer and format), no arithmetic;
+- every merge method of the harness (LLM ↔ LLaVA, device cpu);
+- mergekit (installed by the bench in its own venv) on the same language-model tensors for the
+  methods it has (LLM ↔ LLM), when `--mergekit` is given.
+Prints seconds (median), ratio to the floor, ratio to mergekit and peak RSS, and writes
+results/bench/bench_<size>.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+SIZES = {
+    # about 1.1 B parameters in the language model (the issue's default) and half of it
+    "1b": {"hidden": 2048, "layers": 16, "ffn": 5632, "vocab": 32000, "heads": 16},
+    "0.5b": {"hidden": 2048, "layers": 8, "ffn": 5632, "vocab": 32000, "heads": 16},
+    "tiny": {"hidden": 256, "layers": 2, "ffn": 704, "vocab": 1000, "heads": 4},
+}
+VISION = {"hidden": 1024, "layers": 4, "ffn": 4096, "image": 336, "patch": 14}
+METHODS = {"base": {}, "mllm": {}, "model_soup": {"alpha": 0.5},
+           "task_arithmetic": {"scale": 0.5}, "ties": {"density": 0.2},
+           "dare": {"density": 0.5}, "breadcrumbs": {"density": 0.2, "gamma": 0.01},
+           "della": {"density": 0.4, "epsilon": 0.1}, "neuron_fusion": {"ratio": 0.1}}
+MERGEKIT = {"task_arithmetic": ("task_arithmetic", {"weight": 0.5}),
+            "ties": ("ties", {"weight": 1.0, "density": 0.2}),
+            "dare": ("dare_linear", {"weight": 1.0, "density": 0.5}),
+            "breadcrumbs": ("breadcrumbs", {"weight": 1.0, "density": 0.2, "gamma": 0.01}),
+            "della": ("della", {"weight": 1.0, "density": 0.4, "epsilon": 0.1})}
+
+
+def _lm_shapes(s: dict) -> list[tuple[str, tuple[int, ...]]]:
+    h, f, v = s["hidden"], s["ffn"], s["vocab"]
+    out = [("model.embed_tokens.weight", (v, h))]
+    for i in range(s["layers"]):
+        p = f"model.layers.{i}."
+        out += [(p + "self_attn.q_proj.weight", (h, h)), (p + "self_attn.k_proj.weight", (h, h)),
+                (p + "self_attn.v_proj.weight", (h, h)), (p + "self_attn.o_proj.weight", (h, h)),
+                (p + "mlp.gate_proj.weight", (f, h)), (p + "mlp.up_proj.weight", (f, h)),
+                (p + "mlp.down_proj.weight", (h, f)), (p + "input_layernorm.weight", (h,)),
+                (p + "post_attention_layernorm.weight", (h,))]
+    return out + [("model.norm.weight", (h,)), ("lm_head.weight", (v, h))]
+
+
+def _vision_shapes(s: dict) -> list[tuple[str, tuple[int, ...]]]:
+    h, f = VISION["hidden"], VISION["ffn"]
+    out = []
+    for i in range(VISION["layers"]):
+        p = f"model.vision_tower.vision_model.encoder.layers.{i}."
+        for n in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"):
+            out += [(p + n + ".weight", (h, h)), (p + n + ".bias", (h,))]
+        out += [(p + "mlp.fc1.weight", (f, h)), (p + "mlp.fc1.bias", (f,)),
+                (p + "mlp.fc2.weight", (h, f)), (p + "mlp.fc2.bias", (h,))]
+    return out + [("model.multi_modal_projector.linear_1.weight", (s["hidden"], h)),
+                  ("model.multi_modal_projector.linear_2.weight", (s["hidden"], s["hidden"]))]
+
+
+def build_pair(root: Path, s: dict) -> tuple[Path, Path]:
+    """Write the synthetic base LLM and LLaVA (streaming, so memory stays flat)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    from harness.models.checkpoint import ShardedWriter
+
+    base, tuned = root / "base", root / "llava"
+    if (root / "done").is_file():
+        return base, tuned
+    llama = LlamaConfig(vocab_size=s["vocab"], hidden_size=s["hidden"],
+                        intermediate_size=s["ffn"], num_hidden_layers=s["layers"],
+                        num_attention_heads=s["heads"], num_key_value_heads=s["heads"],
+                        tie_word_embeddings=False, torch_dtype="bfloat16")
+    llama.architectures = ["LlamaForCausalLM"]
+    bw = ShardedWriter(base, 2000 * 2**20)
+    tw = ShardedWriter(tuned, 2000 * 2**20)
+    gen = torch.Generator().manual_seed(0)
+    for name, shape in _lm_shapes(s):
+        w = (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16)
+        bw.add(name, w)
+        noise = (torch.randn(shape, generator=gen) * 0.002).to(torch.bfloat16)
+        new = name.replace("model.", "model.language_model.", 1) if name.startswith("model.") \
+            else name
+        tw.add(new, w + noise)
+    for name, shape in _vision_shapes(s):
+        tw.add(name, (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16))
+    bw.close()
+    tw.close()
+    llama.save_pretrained(base)
+    vision = CLIPVisionConfig(hidden_size=VISION["hidden"], intermediate_size=VISION["ffn"],
+                              num_hidden_layers=VISION["layers"], image_size=VISION["image"],
+                              patch_size=VISION["patch"], num_attention_heads=16)
+    LlavaConfig(vision_config=vision.to_dict(), text_config=llama.to_dict()).save_pretrained(tuned)
+    (root / "done").write_text("ok")
+    return base, tuned
+
+
+# ru_maxrss survives exec on Linux (a child would report its parent's peak): read VmHWM instead
+_PEAK = """
+def peak_rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+_FLOOR = _PEAK + """
+import json, sys, time
+import transformers  # imported before timing in every measurement
+from pathlib import Path
+from harness.models.checkpoint import CheckpointReader, ShardedWriter
+from harness.models.keymap import detect_layout, to_base_name
+base, tuned, out = map(Path, sys.argv[1:4])
+t = time.perf_counter()
+b, m = CheckpointReader(base), CheckpointReader(tuned)
+layout = detect_layout(m.names(), str(tuned))
+lw, mw = ShardedWriter(out / "llm", 2000 * 2**20), ShardedWriter(out / "mllm", 2000 * 2**20)
+for name in b.names():
+    b.get(name)
+for name in m.names():
+    x = m.get(name)
+    mw.add(name, x)
+    llm = to_base_name(name, layout)
+    if llm:
+        lw.add(llm, x)
+lw.close(); mw.close()
+print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb()}))
+"""
+
+_MERGE = _PEAK + """
+import json, sys, time
+import transformers
+from harness.merge import merge_checkpoints
+from harness.merge.registry import get_method
+get_method("base")
+t = time.perf_counter()
+merge_checkpoints(sys.argv[1], sys.argv[2], sys.argv[4], json.loads(sys.argv[5]), out=sys.argv[3],
+                  device="cpu", force=True, progress=False)
+print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb()}))
+"""
+
+
+def _run(code: str, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env={**os.environ, "TQDM_DISABLE": "1"})
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _mergekit(venv: Path) -> Path:
+    """A venv with mergekit (its own environment; never part of the harness's)."""
+    py = venv / "bin" / "python"
+    if not (venv / "ok").is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "torch==2.14.1", "mergekit"],
+                       check=True)
+        (venv / "ok").write_text("ok")
+    return venv / "bin" / "mergekit-yaml"
+
+
+def _run_mergekit(exe: Path, base: Path, tuned_llm: Path, out: Path, method: str) -> dict:
+    name, params = MERGEKIT[method]
+    cfg = out.parent / f"mergekit_{method}.yml"
+    lines = [f"merge_method: {name}", f"base_model: {base}", "dtype: bfloat16", "models:",
+             f"  - model: {tuned_llm}", "    parameters:"]
+    lines += [f"      {k}: {v}" for k, v in params.items()]
+    cfg.write_text("\n".join(lines) + "\n")
+    code = ("import json, resource, subprocess, sys, time\n"
+            "t = time.perf_counter()\n"
+            "subprocess.run(sys.argv[1:], check=True, capture_output=True)\n"
+            "r = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+            "print(json.dumps({'seconds': time.perf_counter() - t, 'peak_rss_mb': r}))\n")
+    return _run(code, str(exe), str(cfg), str(out), "--allow-crimes", "--copy-tokenizer=false")
+
+
+def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: Path,
+          results: Path) -> list[dict]:
+    """Run the measurements for one size; return one row per measurement."""
+    s = SIZES[size]
+    root = cache / "bench" / size
+    base, tuned = build_pair(root, s)
+    scratch = root / "scratch"
+    times: dict[str, list[dict]] = {}
+    exe = tuned_llm = None
+    if with_mergekit:
+        exe = _mergekit(cache / "bench" / "mergekit-venv")
+        tuned_llm = root / "tuned_llm"
+        if not (tuned_llm / "llm").is_dir():
+            from harness.merge import merge_checkpoints
+
+            merge_checkpoints(base, tuned, "mllm", {}, out=tuned_llm, progress=False)
+        tuned_llm = tuned_llm / "llm"
+    for rep in range(reps):
+        order = ["floor"] + methods + ([f"mergekit:{m}" for m in methods if m in MERGEKIT]
+                                       if with_mergekit else [])
+        for item in order:
+            out = scratch / item.replace(":", "_")
+            subprocess.run(["rm", "-rf", str(out)], check=True)
+            if item == "floor":
+                r = _run(_FLOOR, str(base), str(tuned), str(out))
+            elif item.startswith("mergekit:"):
+                r = _run_mergekit(exe, base, tuned_llm, out, item.split(":")[1])
+            else:
+                r = _run(_MERGE, str(base), str(tuned), str(out), item, json.dumps(METHODS[item]))
+            times.setdefault(item, []).append(r)
+            print(f"[{size} rep {rep + 1}/{reps}] {item}: {r['seconds']:.2f} s, "
+                  f"{r['peak_rss_mb']:.0f} MB", flush=True)
+            subprocess.run(["rm", "-rf", str(out)], check=True)
+    floor = statistics.median(r["seconds"] for r in times["floor"])
+    rows = []
+    for item, rs in times.items():
+        sec = statistics.median(r["seconds"] for r in rs)
+        mk = times.get(f"mergekit:{item}")
+        rows.append({"size": size, "what": item, "seconds": round(sec, 3),
+                     "x_floor": round(sec / floor, 3),
+                     "x_mergekit": round(sec / statistics.median(r["seconds"] for r in mk), 3)
+                     if mk else None,
+                     "peak_rss_mb": round(max(r["peak_rss_mb"] for r in rs), 1)})
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"bench_{size}.json").write_text(json.dumps(rows, indent=2))
+    lines = ["| what | seconds (median) | × floor | × mergekit | peak RSS MB |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        mk = "" if r["x_mergekit"] is None else f"{r['x_mergekit']:.2f}"
+        lines.append(f"| {r['what']} | {r['seconds']:.2f} | {r['x_floor']:.2f} | {mk} | "
+                     f"{r['peak_rss_mb']:.0f} |")
+    (results / f"bench_{size}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="1b,0.5b", help=f"comma list of {', '.join(SIZES)}")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--mergekit", action="store_true", help="also time mergekit (own venv)")
+    p.add_argument("--cache", type=Path,
+                   default=Path(os.environ.get("HARNESS_CACHE", ".cache/harness")))
+    p.add_argument("--results", type=Path,
+                   default=Path(os.environ.get("HARNESS_RESULTS", "results")) / "bench")
+    a = p.parse_args(argv)
+    t = time.perf_counter()
+    for size in a.sizes.split(","):
+        bench(size, a.reps, a.methods.split(","), a.mergekit, a.cache, a.results)
+    print(f"bench done in {time.perf_counter() - t:.0f} s; tables in {a.results}")
+
+
+if __name__ == "__main__":
+    main()
