@@ -8,7 +8,7 @@ its peak RSS is its own:
   the harness's own writer and format), no arithmetic;
 - every merge method of the harness (LLM ↔ LLaVA, device cpu);
 - mergekit (installed by the bench in its own venv) on the same language-model tensors for the
-  methods it has (LLM ↔ LLM), when `--mergekit` is given.
+  methods it has (LLM ↔ LLM), unless `--no-mergekit`.
 Prints seconds (median), ratio to the floor, ratio to mergekit and peak RSS, and writes
 results/bench/bench_<size>.{md,json}.
 """
@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sizes", default="1b,0.5b", help=f"comma list of {', '.join(SIZES)}")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--mergekit", action="store_true", help="also time mergekit (own venv)")
+    p.add_argument("--mergekit", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time mergekit, installed in its own venv (default: on)")
     p.add_argument("--cache", type=Path,
                    default=Path(os.environ.get("HARNESS_CACHE", ".cache/harness")))
     p.add_argument("--results", type=Path,
