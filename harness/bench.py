@@ -182,7 +182,8 @@ def _run_mergekit(exe: Path, base: Path, tuned_llm: Path, out: Path, method: str
             "subprocess.run(sys.argv[1:], check=True, capture_output=True)\n"
             "r = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
             "print(json.dumps({'seconds': time.perf_counter() - t, 'peak_rss_mb': r}))\n")
-    return _run(code, str(exe), str(cfg), str(out), "--allow-crimes", "--copy-tokenizer=false")
+    return _run(code, str(exe), str(cfg), str(out), "--no-copy-tokenizer",
+                "--no-write-model-card")
 
 
 def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: Path,
