@@ -74,7 +74,7 @@ def build_pair(root: Path, s: dict) -> tuple[Path, Path]:
     """Write the synthetic base LLM and LLaVA (streaming, so memory stays flat)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
-    from harness.models.checkpoint import ShardedWriter
+    from harness.models.checkpoint import PlannedWriter
 
     base, tuned = root / "base", root / "llava"
     if (root / "done").is_file():
@@ -84,8 +84,12 @@ def build_pair(root: Path, s: dict) -> tuple[Path, Path]:
                         num_attention_heads=s["heads"], num_key_value_heads=s["heads"],
                         tie_word_embeddings=False, torch_dtype="bfloat16")
     llama.architectures = ["LlamaForCausalLM"]
-    bw = ShardedWriter(base, 2000 * 2**20)
-    tw = ShardedWriter(tuned, 2000 * 2**20)
+    lm = _lm_shapes(s)
+    tuned_names = [("model.language_model." + n[len("model."):]) if n.startswith("model.") else n
+                   for n, _ in lm]
+    bw = PlannedWriter(base, [(n, shape, "BF16") for n, shape in lm], 2000 * 2**20)
+    tw = PlannedWriter(tuned, [(t, shape, "BF16") for t, (_, shape) in zip(tuned_names, lm)]
+                       + [(n, shape, "BF16") for n, shape in _vision_shapes(s)], 2000 * 2**20)
     gen = torch.Generator().manual_seed(0)
     for name, shape in _lm_shapes(s):
         w = (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16)

@@ -31,7 +31,7 @@ from harness.merge.outputs import (
 )
 from harness.merge.registry import get_method, make_params
 from harness.merge.report import MERGE_JSON, identity_digest, load_merge_report, merge_lock
-from harness.models.checkpoint import CheckpointReader, ShardedWriter
+from harness.models.checkpoint import CheckpointReader, PlannedWriter
 from harness.models.keymap import TensorPlan, detect_layout, plan_tensors
 from harness.models.pair import is_multimodal, read_config, resolve_model
 
@@ -151,9 +151,14 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
     check_free_disk(out.parent, tuned_reader.nbytes() * (1 if multimodal else 0) + llm_bytes)
 
     shard_bytes = int(shard_size_mb) * 1024 * 1024
-    llm_writer = ShardedWriter(out / "llm", shard_bytes)
-    mllm_writer = ShardedWriter(out / "mllm", shard_bytes) if multimodal else None
     units = _units(plans, spec.kind == "group")
+    order = [pl for unit in units for pl in unit]  # shards follow the order tensors are produced
+    spec_of = {pl.tuned: (tuned_reader.shape(pl.tuned), tuned_reader.dtype_name(pl.tuned))
+               for pl in order}
+    llm_writer = PlannedWriter(out / "llm", [(pl.llm_name, *spec_of[pl.tuned]) for pl in order
+                                             if pl.llm_name is not None], shard_bytes)
+    mllm_writer = PlannedWriter(out / "mllm", [(pl.tuned, *spec_of[pl.tuned]) for pl in order],
+                                shard_bytes) if multimodal else None
     located: dict[str, dict[str, list[int]]] = {}
     bar = tqdm(total=tuned_reader.nbytes(), unit="B", unit_scale=True, disable=not progress,
                desc=f"merge {spec.name}", dynamic_ncols=True)

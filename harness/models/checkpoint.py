@@ -1,7 +1,7 @@
 """Checkpoint I/O: lazy (mmap) reads of safetensors shards and a sharded, threaded writer.
 
 Nothing here loads a whole model: `CheckpointReader.get` maps one tensor at a time, and
-`ShardedWriter` holds at most one shard's worth of tensors before handing it to a writer thread.
+`PlannedWriter` writes each tensor straight to its planned place in a shard.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from harness.errors import CheckpointError
 
@@ -100,26 +99,66 @@ class CheckpointReader:
                 for p in self.files]
 
 
-class ShardedWriter:
-    """Writes tensors into `model-0000i-of-0000N.safetensors` shards plus an index.
+SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32",
+                      torch.float64: "F64", torch.int64: "I64", torch.int32: "I32",
+                      torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+               "U8": 1, "BOOL": 1}
 
-    Tensors are buffered up to `shard_bytes`; full shards are saved by a background thread so
-    writing overlaps with computing the next tensors. `close()` renames shards to their final
-    names and writes the index; it must be called once, after the last `add`.
+
+class PlannedWriter:
+    """Writes safetensors shards whose layout is planned before any tensor exists.
+
+    The names, shapes and dtypes of every output tensor are known before a merge starts, so each
+    shard's header (and every tensor's byte offset) is written first and each tensor is written
+    straight to its place (`os.pwrite`) by a background thread as soon as it is computed. Memory
+    holds only the tensors in the (bounded) write queue — never a whole shard. `close()` checks
+    every tensor was written, renames the shards to `model-0000i-of-0000N.safetensors` (or
+    `model.safetensors`) and writes the index.
     """
 
-    def __init__(self, directory: Path, shard_bytes: int, metadata: dict | None = None,
-                 fsync: bool = False):
+    def __init__(self, directory: Path, entries: list[tuple[str, tuple[int, ...], str]],
+                 shard_bytes: int, fsync: bool = False, queue_size: int = 4):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.shard_bytes = max(1, int(shard_bytes))
-        self.metadata = metadata or {"format": "pt"}
         self.fsync = fsync
-        self._buffer: dict[str, torch.Tensor] = {}
-        self._buffer_bytes = 0
-        self._shards: list[tuple[Path, list[str]]] = []
+        self._where: dict[str, tuple[int, int, int]] = {}  # name → (shard, offset, nbytes)
+        shards: list[list[tuple[str, tuple[int, ...], str, int]]] = [[]]
+        size = 0
+        for name, shape, dtype in entries:
+            n = DTYPE_BYTES[dtype]
+            for d in shape:
+                n *= d
+            if shards[-1] and size + n > shard_bytes:
+                shards.append([])
+                size = 0
+            shards[-1].append((name, tuple(shape), dtype, n))
+            size += n
+        self._paths, self._fds, self._sizes = [], [], []
         self._total = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        for i, shard in enumerate(shards):
+            header, offset = {}, 0
+            for name, shape, dtype, n in shard:
+                header[name] = {"dtype": dtype, "shape": list(shape),
+                                "data_offsets": [offset, offset + n]}
+                offset += n
+            header["__metadata__"] = {"format": "pt"}
+            raw = json.dumps(header, separators=(",", ":")).encode()
+            raw += b" " * (-len(raw) % 8)
+            start = 8 + len(raw)
+            path = self.directory / f".shard-{i:05d}.safetensors"
+            fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+            os.pwrite(fd, len(raw).to_bytes(8, "little") + raw, 0)
+            os.ftruncate(fd, start + offset)
+            for name, _, _, n in shard:
+                self._where[name] = (i, start + header[name]["data_offsets"][0], n)
+            self._paths.append(path)
+            self._fds.append(fd)
+            self._sizes.append(offset)
+            self._total += offset
+        self._names = [[name for name, *_ in shard] for shard in shards]
+        self._written: set[str] = set()
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, daemon=True)
         self._thread.start()
@@ -129,14 +168,19 @@ class ShardedWriter:
             item = self._queue.get()
             if item is None:
                 return
-            path, tensors = item
             if self._error is not None:
                 continue
+            name, tensor = item
             try:
-                save_file(tensors, str(path), metadata=self.metadata)
-                if self.fsync:
-                    with open(path, "rb") as fh:
-                        os.fsync(fh.fileno())
+                shard, offset, n = self._where[name]
+                data = tensor.contiguous().view(torch.uint8).numpy()
+                if data.nbytes != n:
+                    raise CheckpointError(f"tensor {name} has {data.nbytes} bytes, the plan "
+                                          f"{n}")
+                view = memoryview(data).cast("B")
+                done = 0
+                while done < n:
+                    done += os.pwrite(self._fds[shard], view[done:], offset + done)
             except BaseException as err:  # surfaced in add()/close()
                 self._error = err
 
@@ -145,43 +189,52 @@ class ShardedWriter:
             raise CheckpointError(f"writing {self.directory} failed: {self._error}") from self._error
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
-        """Queue one tensor (contiguous, CPU) for writing."""
+        """Queue one CPU tensor for writing at its planned place."""
         self._raise_if_failed()
-        nbytes = tensor.numel() * tensor.element_size()
-        if self._buffer and self._buffer_bytes + nbytes > self.shard_bytes:
-            self._flush()
-        self._buffer[name] = tensor.contiguous()
-        self._buffer_bytes += nbytes
-        self._total += nbytes
-
-    def _flush(self) -> None:
-        if not self._buffer:
-            return
-        path = self.directory / f".shard-{len(self._shards):05d}.safetensors"
-        self._shards.append((path, list(self._buffer)))
-        self._queue.put((path, self._buffer))
-        self._buffer, self._buffer_bytes = {}, 0
+        if name not in self._where:
+            raise CheckpointError(f"tensor {name} is not in the planned output of {self.directory}")
+        if name in self._written:
+            raise CheckpointError(f"tensor {name} written twice to {self.directory}")
+        self._written.add(name)
+        self._queue.put((name, tensor))
 
     def close(self) -> dict:
-        """Flush, wait for the writer thread, name shards, write the index; return it."""
-        self._flush()
+        """Wait for the writes, check completeness, name the shards, write the index."""
         self._queue.put(None)
         self._thread.join()
         self._raise_if_failed()
-        n = len(self._shards)
+        missing = [n for n in self._where if n not in self._written]
+        if missing:
+            raise CheckpointError(f"{len(missing)} planned tensors were never written to "
+                                  f"{self.directory}, e.g. {missing[0]}")
+        for fd in self._fds:
+            if self.fsync:
+                os.fsync(fd)
+            os.close(fd)
+        n = len(self._paths)
         weight_map = {}
-        for i, (tmp, names) in enumerate(self._shards):
+        for i, tmp in enumerate(self._paths):
             final = self.directory / (f"model-{i + 1:05d}-of-{n:05d}.safetensors" if n > 1
                                       else "model.safetensors")
             os.replace(tmp, final)
-            weight_map.update({name: final.name for name in names})
-        index = {"metadata": {"total_size": self._total}, "weight_map": dict(sorted(weight_map.items()))}
+            weight_map.update({name: final.name for name in self._names[i]})
+        index = {"metadata": {"total_size": self._total},
+                 "weight_map": dict(sorted(weight_map.items()))}
         if n > 1:
             (self.directory / INDEX_NAME).write_text(json.dumps(index, indent=2))
         return index
 
     def abort(self) -> None:
         """Stop the writer thread after a failure (the caller removes the directory)."""
-        self._buffer = {}
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
         self._queue.put(None)
         self._thread.join(timeout=60)
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
