@@ -1,6 +1,6 @@
 """Checkpoint I/O: lazy (mmap) reads of safetensors shards and a sharded, threaded writer.
 
-Nothing here loads a whole model: `CheckpointReader.get` maps one tensor at a time, and
+Nothing here loads a whole model: `CheckpointReader.get` reads one tensor at a time, and
 `PlannedWriter` writes each tensor straight to its planned place in a shard.
 """
 
@@ -14,7 +14,6 @@ import threading
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from harness.errors import CheckpointError
 
@@ -50,44 +49,84 @@ def weight_files(directory: Path) -> list[Path]:
     return files
 
 
+TORCH_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32,
+                "F64": torch.float64, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+                "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
 class CheckpointReader:
-    """Name → tensor access over all safetensors shards of a directory, memory-mapped."""
+    """Name → tensor access over all safetensors shards of a directory.
+
+    Reads each tensor with one positioned read (`os.pread`) into its own buffer, using the
+    shard's header for the offset: nothing is memory-mapped, so the process holds only the
+    tensors in use (the kernel's page cache is not charged to it) and memory stays flat.
+    """
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self.files = weight_files(self.directory)
-        self._handles = {}
-        self._where: dict[str, Path] = {}
+        self._fds: dict[Path, int] = {}
+        self._meta: dict[str, tuple[Path, str, tuple[int, ...], int, int]] = {}
         for path in self.files:
             try:
-                handle = safe_open(str(path), framework="pt", device="cpu")
-            except Exception as err:  # safetensors raises its own error types
-                raise CheckpointError(f"cannot read {path}: {err}") from err
-            self._handles[path] = handle
-            for name in handle.keys():
-                self._where[name] = path
+                fd = os.open(path, os.O_RDONLY)
+                n = int.from_bytes(os.pread(fd, 8, 0), "little")
+                header = json.loads(os.pread(fd, n, 8))
+            except (OSError, ValueError) as err:
+                raise CheckpointError(f"cannot read the safetensors header of {path}: {err}"
+                                      ) from err
+            self._fds[path] = fd
+            for name, info in header.items():
+                if name == "__metadata__":
+                    continue
+                begin, stop = info["data_offsets"]
+                self._meta[name] = (path, info["dtype"], tuple(info["shape"]), 8 + n + begin,
+                                    stop - begin)
+
+    def __del__(self):
+        for fd in getattr(self, "_fds", {}).values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def names(self) -> list[str]:
-        """All tensor names, in file order."""
-        return list(self._where)
+        """All tensor names, in file and offset order."""
+        return sorted(self._meta, key=lambda k: (self._meta[k][0], self._meta[k][3]))
 
     def __contains__(self, name: str) -> bool:
-        return name in self._where
+        return name in self._meta
 
-    def get(self, name: str) -> torch.Tensor:
-        """One tensor (a view of the mmap for CPU; no copy until it is converted)."""
+    def _info(self, name: str):
         try:
-            return self._handles[self._where[name]].get_tensor(name)
+            return self._meta[name]
         except KeyError:
             raise CheckpointError(f"tensor {name} is not in {self.directory}") from None
 
+    def get(self, name: str) -> torch.Tensor:
+        """One tensor, read into a fresh buffer."""
+        path, dtype, shape, offset, n = self._info(name)
+        if dtype not in TORCH_DTYPES:
+            raise CheckpointError(f"tensor {name} in {path} has dtype {dtype}, which the "
+                                  f"harness does not handle")
+        buf = bytearray(n)
+        view, done = memoryview(buf), 0
+        while done < n:
+            got = os.preadv(self._fds[path], [view[done:]], offset + done)
+            if got == 0:
+                raise CheckpointError(f"{path} is truncated (tensor {name})")
+            done += got
+        if n == 0:
+            return torch.empty(shape, dtype=TORCH_DTYPES[dtype])
+        return torch.frombuffer(buf, dtype=TORCH_DTYPES[dtype]).reshape(shape)
+
     def shape(self, name: str) -> tuple[int, ...]:
         """Shape of a tensor without reading it."""
-        return tuple(self._handles[self._where[name]].get_slice(name).get_shape())
+        return self._info(name)[2]
 
     def dtype_name(self, name: str) -> str:
         """safetensors dtype string (e.g. 'BF16') of a tensor without reading it."""
-        return self._handles[self._where[name]].get_slice(name).get_dtype()
+        return self._info(name)[1]
 
     def nbytes(self) -> int:
         """Total size of the weight files on disk."""
