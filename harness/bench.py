@@ -123,13 +123,16 @@ _FLOOR = _PEAK + """
 import json, sys, time
 import transformers  # imported before timing in every measurement
 from pathlib import Path
-from harness.models.checkpoint import CheckpointReader, ShardedWriter
+from harness.models.checkpoint import CheckpointReader, PlannedWriter
 from harness.models.keymap import detect_layout, to_base_name
 base, tuned, out = map(Path, sys.argv[1:4])
 t = time.perf_counter()
 b, m = CheckpointReader(base), CheckpointReader(tuned)
 layout = detect_layout(m.names(), str(tuned))
-lw, mw = ShardedWriter(out / "llm", 2000 * 2**20), ShardedWriter(out / "mllm", 2000 * 2**20)
+entries = [(n, m.shape(n), m.dtype_name(n)) for n in m.names()]
+lw = PlannedWriter(out / "llm", [(to_base_name(n, layout), s, d) for n, s, d in entries
+                                 if to_base_name(n, layout)], 2000 * 2**20)
+mw = PlannedWriter(out / "mllm", entries, 2000 * 2**20)
 for name in b.names():
     b.get(name)
 for name in m.names():
