@@ -94,21 +94,28 @@ def test_della_probability_is_linear_in_rank_per_row():
     torch.testing.assert_close(out, b + (t - b) * (u < prob).float() / prob)
 
 
-def test_topk_mask_exact_on_large_input_and_ties():
-    x = torch.rand(300_000, generator=torch.Generator().manual_seed(0))
-    for k in (1, 7, 60_000, 299_999):
-        m = topk_mask(x, k)
-        assert int(m.sum()) == k
-        kth = torch.topk(x, k).values[-1]
-        assert bool((x[m] >= kth).all()) and bool((x[~m] <= kth).all())
-        # among entries equal to the threshold, the lowest indices are taken
-        eq = (x == kth).nonzero().reshape(-1)
-        taken = m[eq]
-        assert bool((taken[:-1].int() >= taken[1:].int()).all())
-    ties = torch.zeros(200_000)
-    ties[:5] = 1.0
-    m = topk_mask(ties, 10)
-    assert int(m.sum()) == 10 and bool(m[:10].all())
+def _stable_topk(x, order, k):
+    """Reference: the first k of a stable descending sort (ties: lower index first)."""
+    mask = torch.zeros(x.numel(), dtype=torch.bool)
+    mask[order[:k]] = True
+    return mask.reshape(x.shape)
+
+
+@pytest.mark.parametrize("case", ["uniform", "gauss_matrix", "integers", "bf16_values", "zeros",
+                                  "small", "bf16_dtype"])
+def test_topk_mask_equals_a_stable_sort(case):
+    g = torch.Generator().manual_seed(0)
+    x = {"uniform": lambda: torch.rand(150_000, generator=g),
+         "gauss_matrix": lambda: torch.randn(400, 350, generator=g).abs(),
+         "integers": lambda: (torch.randn(150_000, generator=g) * 4).round().abs(),  # heavy ties
+         "bf16_values": lambda: torch.randn(150_000, generator=g).bfloat16().float().abs(),
+         "zeros": lambda: torch.zeros(150_000),
+         "small": lambda: torch.randn(1000, generator=g),
+         "bf16_dtype": lambda: torch.randn(150_000, generator=g).bfloat16()}[case]()
+    n = x.numel()
+    order = torch.sort(x.reshape(-1), descending=True, stable=True).indices
+    for k in (0, 1, 2, 17, n // 100, n // 5, n // 2, n - 3, n - 1, n):
+        assert torch.equal(topk_mask(x, k), _stable_topk(x, order, k)), (case, k)
 
 
 def _layer(seed=0, hidden=8, inter=12):
