@@ -26,8 +26,8 @@ SCORES = ("absolute", "relative")
 
 @dataclass(frozen=True)
 class NeuronFusionParams:
-    """ratio in (0, 1]; score absolute|relative; scope ⊆ [ffn, attn]; keep, suppress,
-    others_scale ≥ 0."""
+    """ratio in (0, 1]; score absolute|relative; scope: a non-empty list from [ffn, attn] (or
+    the strings ffn, attn, both); keep, suppress, others_scale ≥ 0."""
 
     ratio: float = 0.1
     score: str = "absolute"
@@ -41,10 +41,13 @@ class NeuronFusionParams:
         if self.score not in SCORES:
             raise ValueError(f"parameter score={self.score!r} is not valid; choose one of "
                              f"{', '.join(SCORES)}")
-        scope = (self.scope,) if isinstance(self.scope, str) else tuple(self.scope)
+        scope = self.scope
+        if isinstance(scope, str):  # "ffn", "attn", "both", or "ffn,attn" / "ffn+attn"
+            scope = list(SCOPES) if scope == "both" else scope.replace("+", ",").split(",")
+        scope = tuple(str(s).strip() for s in scope)
         if not scope or any(s not in SCOPES for s in scope):
-            raise ValueError(f"parameter scope={list(scope)} is not valid; give a non-empty list "
-                             f"drawn from {list(SCOPES)}")
+            raise ValueError(f"parameter scope={self.scope!r} is not valid; give ffn, attn, both, "
+                             f"or a non-empty list drawn from {list(SCOPES)}")
         object.__setattr__(self, "scope", tuple(sorted(set(scope))))
         for name in ("keep", "suppress", "others_scale"):
             check_range("neuron_fusion", name, getattr(self, name), 0.0, None)
