@@ -70,25 +70,41 @@ class CheckpointReader:
         for path in self.files:
             try:
                 fd = os.open(path, os.O_RDONLY)
-                n = int.from_bytes(os.pread(fd, 8, 0), "little")
-                header = json.loads(os.pread(fd, n, 8))
-            except (OSError, ValueError) as err:
-                raise CheckpointError(f"cannot read the safetensors header of {path}: {err}"
-                                      ) from err
+            except OSError as err:
+                raise CheckpointError(f"cannot open {path}: {err}") from err
             self._fds[path] = fd
-            for name, info in header.items():
-                if name == "__metadata__":
-                    continue
-                begin, stop = info["data_offsets"]
-                self._meta[name] = (path, info["dtype"], tuple(info["shape"]), 8 + n + begin,
-                                    stop - begin)
+            try:
+                size = os.fstat(fd).st_size
+                n = int.from_bytes(os.pread(fd, 8, 0), "little")
+                if size < 8 or n > size - 8:
+                    raise ValueError(f"header length {n} does not fit a {size}-byte file")
+                header = json.loads(os.pread(fd, n, 8))
+                for name, info in header.items():
+                    if name == "__metadata__":
+                        continue
+                    begin, stop = info["data_offsets"]
+                    if 8 + n + stop > size:
+                        raise ValueError(f"tensor {name} ends at byte {8 + n + stop}, past the "
+                                         f"end of the file: the file is truncated")
+                    self._meta[name] = (path, info["dtype"], tuple(info["shape"]),
+                                        8 + n + begin, stop - begin)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+                self.close()
+                raise CheckpointError(f"cannot read the safetensors header of {path} "
+                                      f"({type(err).__name__}: {err}); the file is damaged or "
+                                      f"not safetensors: re-download it") from err
 
-    def __del__(self):
-        for fd in getattr(self, "_fds", {}).values():
+    def close(self) -> None:
+        """Close the shard files (also done when the reader is garbage-collected)."""
+        fds, self._fds = getattr(self, "_fds", {}), {}
+        for fd in fds.values():
             try:
                 os.close(fd)
             except OSError:
                 pass
+
+    def __del__(self):
+        self.close()
 
     def names(self) -> list[str]:
         """All tensor names, in file and offset order."""
@@ -212,10 +228,13 @@ class PlannedWriter:
             name, tensor = item
             try:
                 shard, offset, n = self._where[name]
-                data = tensor.contiguous().view(torch.uint8).numpy()
+                # reshape(-1): a 0-d tensor cannot be viewed as bytes of another element size
+                data = tensor.contiguous().reshape(-1).view(torch.uint8).numpy()
                 if data.nbytes != n:
                     raise CheckpointError(f"tensor {name} has {data.nbytes} bytes, the plan "
                                           f"{n}")
+                if n == 0:
+                    continue
                 view = memoryview(data).cast("B")
                 done = 0
                 while done < n:
