@@ -42,7 +42,8 @@ def is_multimodal(config: dict) -> bool:
 def resolve_model(ref, revision: str | None = None, pair: str | None = None) -> Path:
     """A local directory for `ref`: an existing directory, or an HF id in the local cache.
 
-    Never downloads: a missing model is a CheckpointError that says how to fetch it.
+    Never downloads: a missing model is a CheckpointError that says how to fetch it (with
+    `python -m harness.prefetch pair=<pair>` when `pair` names a hub pair config).
     """
     path = Path(str(ref)).expanduser()
     if path.is_dir():
@@ -56,11 +57,11 @@ def resolve_model(ref, revision: str | None = None, pair: str | None = None) -> 
         return Path(snapshot_download(text, revision=revision, local_files_only=True))
     except Exception as err:  # the hub client raises several error types for "not cached"
         hint = f"python -m harness.prefetch pair={pair}" if pair else \
-            f"huggingface-cli download {text}"
+            f"hf download {text}" + (f" --revision {revision}" if revision else "")
         raise CheckpointError(
-            f"model {text} (revision {revision or 'main'}) is not in the local HF cache "
-            f"({type(err).__name__}). On a machine with internet run `{hint}`, then copy the HF "
-            f"cache (HF_HOME) to this machine.") from None
+            f"model {text} (revision {revision or 'main'}) is neither a directory nor in the "
+            f"local HF cache ({type(err).__name__}). On a machine with internet run `{hint}`, "
+            f"then copy the HF cache (HF_HOME) to this machine.") from None
 
 
 def resolve_pair(pair_cfg, paths_cfg) -> ResolvedPair:
@@ -75,8 +76,9 @@ def resolve_pair(pair_cfg, paths_cfg) -> ResolvedPair:
         for key in ("base", "mllm"):
             if pair_cfg.get(key) in (None, "???"):
                 raise ConfigError(f"pair {name} needs pair.{key}=<directory or HF id>")
-        base = resolve_model(pair_cfg.base, pair_cfg.get("base_revision"), name)
-        mllm = resolve_model(pair_cfg.mllm, pair_cfg.get("mllm_revision"), name)
+        hub = name if source == "hub" else None  # prefetch only knows hub pairs
+        base = resolve_model(pair_cfg.base, pair_cfg.get("base_revision"), hub)
+        mllm = resolve_model(pair_cfg.mllm, pair_cfg.get("mllm_revision"), hub)
     else:
         raise ConfigError(f"pair.source={source!r} is not valid; choose hub, local or micro")
     return ResolvedPair(name, Path(base), Path(mllm), is_multimodal(read_config(mllm)))
