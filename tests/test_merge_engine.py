@@ -81,6 +81,19 @@ def test_streaming_equals_in_memory_merge(tmp_path, tiny_llama, tiny_llava_new, 
         assert torch.equal(got[name], want[name]), name
 
 
+@pytest.mark.parametrize("fixture", ["tiny_llava_old", "tiny_llava_next", "tiny_tuned_llm"])
+@pytest.mark.parametrize("method", ["ties", "della", "neuron_fusion"])
+def test_streaming_equals_in_memory_merge_other_layouts(tmp_path, request, tiny_llama, fixture,
+                                                        method):
+    tuned = request.getfixturevalue(fixture)
+    _merge(tmp_path, tiny_llama, tuned, method, METHODS[method], seed=3)
+    got = _weights(tmp_path / method / ("llm" if fixture == "tiny_tuned_llm" else "mllm"))
+    want = _reference(tiny_llama, tuned, method, METHODS[method], seed=3)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+
+
 @pytest.mark.parametrize("fixture", ["tiny_llava_new", "tiny_llava_old", "tiny_llava_next"])
 def test_outputs_load_and_run(tmp_path, request, tiny_llama, fixture):
     from PIL import Image

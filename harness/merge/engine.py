@@ -102,7 +102,9 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
             report = _execute(base_reader, tuned_reader, spec, p, tmp, dev, int(seed),
                               shard_size_mb, progress)
             report.update({"identity": digest, "inputs": identity, "status": "complete"})
-            (tmp / MERGE_JSON).write_text(json.dumps(report, indent=2, default=str))
+            # returned exactly as stored, so a fresh and a reused merge give the same object
+            report = json.loads(json.dumps(report, default=str))
+            (tmp / MERGE_JSON).write_text(json.dumps(report, indent=2))
             _swap_into_place(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
