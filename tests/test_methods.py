@@ -12,7 +12,7 @@ from harness.merge.methods.della import keep_probability
 from harness.merge.methods.neuron_fusion import NeuronFusionParams, merge_neuron_fusion
 from harness.merge.randomness import uniform_like
 from harness.merge.registry import METHODS, get_method, make_params
-from harness.merge.select import topk_mask
+from harness.merge.select import row_ranks, topk_mask
 
 ALL = ["base", "mllm", "model_soup", "task_arithmetic", "ties", "dare", "breadcrumbs", "della",
        "neuron_fusion"]
@@ -116,6 +116,19 @@ def test_topk_mask_equals_a_stable_sort(case):
     order = torch.sort(x.reshape(-1), descending=True, stable=True).indices
     for k in (0, 1, 2, 17, n // 100, n // 5, n // 2, n - 3, n - 1, n):
         assert torch.equal(topk_mask(x, k), _stable_topk(x, order, k)), (case, k)
+
+
+@pytest.mark.parametrize("shape", [(300, 257), (40, 2048), (70_000,), (3, 5)])
+def test_row_ranks_equal_an_inverted_stable_argsort(shape):
+    g = torch.Generator().manual_seed(1)
+    # bf16-valued differences: many exact ties within a row, plus zeros
+    x = (torch.randn(shape, generator=g).bfloat16().float()
+         - torch.randn(shape, generator=g).bfloat16().float()).abs()
+    x.reshape(-1)[::7] = 0.0
+    rows = x.reshape(-1, x.shape[-1])
+    order = torch.argsort(rows, dim=-1, stable=True)
+    want = torch.empty_like(order).scatter_(-1, order, torch.arange(rows.shape[1]).expand_as(order))
+    assert torch.equal(row_ranks(x), want.reshape(shape))
 
 
 def _layer(seed=0, hidden=8, inter=12):

