@@ -123,6 +123,8 @@ _FLOOR = _PEAK + """
 import json, sys, time
 import transformers  # imported before timing in every measurement
 from pathlib import Path
+import threading
+from harness.merge.buffers import BufferPool
 from harness.models.checkpoint import CheckpointReader, PlannedWriter
 from harness.models.keymap import detect_layout, to_base_name
 base, tuned, out = map(Path, sys.argv[1:4])
@@ -133,14 +135,29 @@ entries = [(n, m.shape(n), m.dtype_name(n)) for n in m.names()]
 lw = PlannedWriter(out / "llm", [(to_base_name(n, layout), s, d) for n, s, d in entries
                                  if to_base_name(n, layout)], 2000 * 2**20)
 mw = PlannedWriter(out / "mllm", entries, 2000 * 2**20)
+# the engine's reading path: the same buffer pool, budget and positioned reads
+pool = BufferPool(int(sys.argv[4]) * 2**20)
 for name in b.names():
-    b.get(name)
+    buf = pool.take(b.nbytes_of(name))
+    b.read_into(name, buf)
+    pool.give(buf)
+def release(buf, users):
+    left, lock = [users], threading.Lock()
+    def done():
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            pool.give(buf)
+    return done
 for name in m.names():
-    x = m.get(name)
-    mw.add(name, x)
+    buf = pool.take(m.nbytes_of(name))
+    x = m.read_into(name, buf)
     llm = to_base_name(name, layout)
+    cb = release(buf, 2 if llm else 1)
+    mw.add(name, x, cb)
     if llm:
-        lw.add(llm, x)
+        lw.add(llm, x, cb)
 lw.close(); mw.close()
 print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb()}))
 """
@@ -153,7 +170,7 @@ from harness.merge.registry import get_method
 get_method("base")
 t = time.perf_counter()
 merge_checkpoints(sys.argv[1], sys.argv[2], sys.argv[4], json.loads(sys.argv[5]), out=sys.argv[3],
-                  device="cpu", force=True, progress=False)
+                  device=sys.argv[6], force=True, progress=False, memory_mb=int(sys.argv[7]))
 print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb()}))
 """
 
@@ -194,7 +211,7 @@ def _run_mergekit(exe: Path, base: Path, tuned_llm: Path, out: Path, method: str
 
 
 def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: Path,
-          results: Path) -> list[dict]:
+          results: Path, device: str = "cpu", memory_mb: int = 1024) -> list[dict]:
     """Run the measurements for one size; return one row per measurement."""
     s = SIZES[size]
     root = cache / "bench" / size
@@ -217,11 +234,12 @@ def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: 
             out = scratch / item.replace(":", "_")
             subprocess.run(["rm", "-rf", str(out)], check=True)
             if item == "floor":
-                r = _run(_FLOOR, str(base), str(tuned), str(out))
+                r = _run(_FLOOR, str(base), str(tuned), str(out), str(memory_mb))
             elif item.startswith("mergekit:"):
                 r = _run_mergekit(exe, base, tuned_llm, out, item.split(":")[1])
             else:
-                r = _run(_MERGE, str(base), str(tuned), str(out), item, json.dumps(METHODS[item]))
+                r = _run(_MERGE, str(base), str(tuned), str(out), item, json.dumps(METHODS[item]),
+                         device, str(memory_mb))
             times.setdefault(item, []).append(r)
             print(f"[{size} rep {rep + 1}/{reps}] {item}: {r['seconds']:.2f} s, "
                   f"{r['peak_rss_mb']:.0f} MB", flush=True)
@@ -262,10 +280,14 @@ def main(argv: list[str] | None = None) -> None:
                    default=Path(os.environ.get("HARNESS_CACHE", ".cache/harness")))
     p.add_argument("--results", type=Path,
                    default=Path(os.environ.get("HARNESS_RESULTS", "results")) / "bench")
+    p.add_argument("--device", default="cpu", help="merge.device of the harness's merges")
+    p.add_argument("--memory-mb", type=int, default=1024,
+                   help="merge.memory_mb (buffer budget) of the merges and of the floor")
     a = p.parse_args(argv)
     t = time.perf_counter()
     for size in a.sizes.split(","):
-        bench(size, a.reps, a.methods.split(","), a.mergekit, a.cache, a.results)
+        bench(size, a.reps, a.methods.split(","), a.mergekit, a.cache, a.results, a.device,
+              a.memory_mb)
     print(f"bench done in {time.perf_counter() - t:.0f} s; tables in {a.results}")
 
 

@@ -63,7 +63,7 @@ def run(cfg: DictConfig) -> dict:
             params=method_params(cfg),
             out=merge_dir, device=cfg.merge.device, seed=int(cfg.seed),
             force=bool(cfg.force), shard_size_mb=int(cfg.merge.shard_size_mb),
-            progress=bool(cfg.merge.progress),
+            progress=bool(cfg.merge.progress), memory_mb=int(cfg.merge.memory_mb),
         )
         if stage == "merge":
             log.info("merged model written to %s", merge_dir)

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from harness.errors import CheckpointError, ConfigError, MergeError
 from harness.merge import load_merge_report, merge_checkpoints
 from harness.merge.registry import get_method, make_params
+from harness.merge.stream import MergeContext
 from harness.models.keymap import detect_layout, to_base_name
 
 METHODS = {"base": {}, "mllm": {}, "model_soup": {"alpha": 0.3},
@@ -56,8 +57,8 @@ def _reference(base_dir, tuned_dir, method, params, seed=0):
                 layers.setdefault((role[0], fam), {})[role[1]] = (name, bn)
         for group in layers.values():
             merged, _ = merge_neuron_fusion(
-                {r: base[bn].float().clone() for r, (_, bn) in group.items()},
-                {r: tuned[n].float() for r, (n, _) in group.items()}, p)
+                {r: base[bn].float() for r, (_, bn) in group.items()},
+                {r: tuned[n].float().clone() for r, (n, _) in group.items()}, p)
             out.update({n: merged[r] for r, (n, _) in group.items()})
     for name, t in tuned.items():
         bn = to_base_name(name, layout)
@@ -65,7 +66,8 @@ def _reference(base_dir, tuned_dir, method, params, seed=0):
             out.setdefault(name, t)
             continue
         rows = base[bn].shape[0]
-        merged = spec.fn(base[bn].float().clone(), t[:rows].float(), p, (seed, bn)).to(t.dtype)
+        merged = spec.fn(base[bn].float(), t[:rows].float().clone(), p,
+                         MergeContext(seed, bn)).to(t.dtype)
         out[name] = torch.cat([merged, t[rows:]]) if t.shape[0] > rows else merged
     return out
 

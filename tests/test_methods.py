@@ -13,6 +13,7 @@ from harness.merge.methods.neuron_fusion import NeuronFusionParams, merge_neuron
 from harness.merge.randomness import uniform_like
 from harness.merge.registry import METHODS, get_method, make_params
 from harness.merge.select import row_ranks, topk_mask
+from harness.merge.stream import DEFAULT_CHUNK, MergeContext
 
 ALL = ["base", "mllm", "model_soup", "task_arithmetic", "ties", "dare", "breadcrumbs", "della",
        "neuron_fusion"]
@@ -25,10 +26,10 @@ def _pair(shape=(6, 5), seed=0):
     return base, tuned
 
 
-def _run(name, base, tuned, seed=0, tensor="t", **params):
+def _run(name, base, tuned, seed=0, tensor="t", chunk=DEFAULT_CHUNK, **params):
     spec = get_method(name)
     p = make_params(spec, params)
-    return spec.fn(base.clone(), tuned.clone(), p, (seed, tensor))
+    return spec.fn(base.clone(), tuned.clone(), p, MergeContext(seed, tensor, chunk))
 
 
 def test_registry_has_the_nine_methods():
@@ -116,6 +117,64 @@ def test_topk_mask_equals_a_stable_sort(case):
     order = torch.sort(x.reshape(-1), descending=True, stable=True).indices
     for k in (0, 1, 2, 17, n // 100, n // 5, n // 2, n - 3, n - 1, n):
         assert torch.equal(topk_mask(x, k), _stable_topk(x, order, k)), (case, k)
+
+
+@pytest.mark.parametrize("case", ["uniform", "integers", "bf16_values", "zeros"])
+def test_streamed_delta_topk_equals_a_stable_sort(case):
+    """DeltaTopK over odd-sized chunks (sampled bracket, ties across chunk borders) marks the
+    same entries as a stable descending sort of |Δ|, for one and two k at once."""
+    from harness.merge.select import DeltaTopK
+    from harness.merge.stream import flat_spans
+
+    g = torch.Generator().manual_seed(2)
+    x = {"uniform": lambda: torch.rand(200_003, generator=g),
+         "integers": lambda: (torch.randn(200_003, generator=g) * 4).round(),
+         "bf16_values": lambda: torch.randn(200_003, generator=g).bfloat16().float(),
+         "zeros": lambda: torch.zeros(200_003)}[case]()
+    base = torch.randn(x.shape, generator=g).bfloat16().float()
+    tuned = base + x
+    mag = (tuned - base).abs()
+    n = mag.numel()
+    order = torch.sort(mag, descending=True, stable=True).indices
+    for ks in ([0], [n], [1], [n // 5, n // 100], [n // 2 + 7, 3], [n - 1]):
+        top = DeltaTopK(base, tuned, ks, MergeContext(chunk=4099))
+        for i, k in enumerate(ks):
+            got = torch.cat([top.mask(i, mag[lo:hi]) for lo, hi in flat_spans(n, 4099)])
+            assert torch.equal(got, _stable_topk(mag, order, k)), (case, ks, k)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("shape", [(37, 29), (700, 300)])
+def test_chunking_does_not_change_the_merge(name, shape):
+    """Small chunks (rows split, 1-row chunks, sampled top-k) give the whole-tensor result."""
+    b, t = _pair(shape, seed=4)
+    whole = _run(name, b, t, seed=2, tensor="w") if name != "neuron_fusion" else None
+    for chunk in ((1, 50, 300) if shape[0] < 100 else (299, 20_000)):
+        if name == "neuron_fusion":
+            continue
+        assert torch.equal(_run(name, b, t, seed=2, tensor="w", chunk=chunk), whole), chunk
+    if name == "neuron_fusion":
+        bases, tuneds = _layer(hidden=shape[1] // 10, inter=shape[0] // 10)
+        p = NeuronFusionParams(ratio=0.2)
+        ref, loc = merge_neuron_fusion(bases, {r: v.clone() for r, v in tuneds.items()}, p)
+        for chunk in (1, 100):
+            got, loc2 = merge_neuron_fusion(bases, {r: v.clone() for r, v in tuneds.items()}, p,
+                                            MergeContext(chunk=chunk))
+            assert loc2 == loc
+            for r in ref:
+                assert torch.equal(got[r], ref[r]), (r, chunk)
+
+
+def test_bf16_merge_equals_float32_merge_rounded():
+    """Merging bf16 tensors directly (float32 chunks inside) equals merging their float32
+    copies and rounding once — what the engine relies on."""
+    b, t = _pair((300, 200), seed=5)
+    b, t = b.bfloat16(), t.bfloat16()
+    for name in ALL:
+        if name == "neuron_fusion":
+            continue
+        want = _run(name, b.float(), t.float(), seed=1, tensor="z").bfloat16()
+        assert torch.equal(_run(name, b, t, seed=1, tensor="z", chunk=1000), want), name
 
 
 @pytest.mark.parametrize("shape", [(300, 257), (40, 2048), (70_000,), (3, 5)])

@@ -16,6 +16,7 @@ import math
 import os
 import resource
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import ConfigError, MergeError
+from harness.merge.buffers import BufferPool
 from harness.merge.neurons import parse_role
 from harness.merge.outputs import (
     check_free_disk,
@@ -32,6 +34,7 @@ from harness.merge.outputs import (
 )
 from harness.merge.registry import get_method, make_params
 from harness.merge.report import MERGE_JSON, identity_digest, load_merge_report, merge_lock
+from harness.merge.stream import MergeContext, release_scratch
 from harness.models.checkpoint import CheckpointReader, PlannedWriter
 from harness.models.keymap import TensorPlan, detect_layout, plan_tensors
 from harness.models.pair import is_multimodal, read_config, resolve_model
@@ -53,7 +56,8 @@ def pick_device(device: str) -> torch.device:
 
 def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=None,
                       device: str = "cpu", seed: int = 0, force: bool = False,
-                      shard_size_mb: int = 2000, progress: bool = True) -> dict:
+                      shard_size_mb: int = 2000, progress: bool = True,
+                      memory_mb: int = 1024) -> dict:
     """Merge a base LLM with the language model of a tuned model (an MLLM or a causal LM).
 
     Args:
@@ -66,6 +70,8 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
         seed: seed of stochastic methods.
         force: redo the merge even when a complete identical one exists at `out`.
         shard_size_mb: maximum size of an output shard.
+        memory_mb: budget of the tensor buffers (read, merged in place, written); a larger
+            unit than the budget still runs, alone.
         progress: show a progress bar.
 
     Returns:
@@ -100,7 +106,7 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
         try:
             report = _execute(base_reader, tuned_reader, spec, p, tmp, dev, int(seed),
-                              shard_size_mb, progress)
+                              shard_size_mb, progress, memory_mb)
             report.update({"identity": digest, "inputs": identity, "status": "complete"})
             # returned exactly as stored, so a fresh and a reused merge give the same object
             report = json.loads(json.dumps(report, default=str))
@@ -142,7 +148,8 @@ def _units(plans: list[TensorPlan], grouped: bool) -> list[list[TensorPlan]]:
 
 
 def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec, p, out: Path,
-             dev: torch.device, seed: int, shard_size_mb: int, progress: bool) -> dict:
+             dev: torch.device, seed: int, shard_size_mb: int, progress: bool,
+             memory_mb: int) -> dict:
     start = time.perf_counter()
     base_cfg, tuned_cfg = read_config(base_reader.directory), read_config(tuned_reader.directory)
     multimodal = is_multimodal(tuned_cfg)
@@ -166,27 +173,41 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
                                              if pl.llm_name is not None], shard_bytes)
     mllm_writer = PlannedWriter(out / "mllm", [(pl.tuned, *spec_of[pl.tuned]) for pl in order],
                                 shard_bytes) if multimodal else None
+    pool = BufferPool(int(memory_mb) * 1024 * 1024)
+    ctx = MergeContext(seed=seed)
     located: dict[str, dict[str, list[int]]] = {}
     bar = tqdm(total=tuned_reader.nbytes(), unit="B", unit_scale=True, disable=not progress,
                desc=f"merge {spec.name}", dynamic_ncols=True)
     n_done = 0
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
-            pending = pool.submit(_load_unit, base_reader, tuned_reader, units[0], dev)
-            for i, unit in enumerate(units):
-                loaded = pending.result()
-                if i + 1 < len(units):
-                    pending = pool.submit(_load_unit, base_reader, tuned_reader, units[i + 1], dev)
-                results = _merge_unit(spec, p, unit, loaded, seed, located)
-                for plan, tensor in results:
-                    if mllm_writer is not None:
-                        mllm_writer.add(plan.tuned, tensor)
-                    if plan.llm_name is not None:
-                        llm_writer.add(plan.llm_name, tensor)
-                    bar.update(tensor.numel() * tensor.element_size())
-                n_done += len(unit)
-                bar.set_postfix(tensors=f"{n_done}/{len(plans)}")
-                del loaded, results
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as prefetch:
+            try:
+                pending = prefetch.submit(_load_unit, pool, base_reader, tuned_reader, units[0],
+                                          spec.reads_base)
+                for i, unit in enumerate(units):
+                    loaded = pending.result()
+                    if i + 1 < len(units):
+                        pending = prefetch.submit(_load_unit, pool, base_reader, tuned_reader,
+                                                  units[i + 1], spec.reads_base)
+                    _merge_unit(spec, p, unit, loaded, ctx, dev, located)
+                    for plan, item in zip(unit, loaded):
+                        _check_finite(plan, item.tuned, spec.name)
+                        if item.base_buf is not None:
+                            pool.give(item.base_buf)
+                        users = [w for w, name in ((mllm_writer, plan.tuned),
+                                                   (llm_writer, plan.llm_name))
+                                 if w is not None and name is not None]
+                        release = _release_after(len(users), pool, item.tuned_buf)
+                        for w in users:
+                            w.add(plan.tuned if w is mllm_writer else plan.llm_name,
+                                  item.tuned, release)
+                        bar.update(item.tuned_buf.numel())
+                    n_done += len(unit)
+                    bar.set_postfix(tensors=f"{n_done}/{len(plans)}")
+                    del loaded
+            except BaseException:
+                pool.close()  # a prefetch waiting for buffers must not wait forever
+                raise
         llm_writer.close()
         if mllm_writer is not None:
             mllm_writer.close()
@@ -197,6 +218,8 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
         raise
     finally:
         bar.close()
+        pool.clear()
+        release_scratch()
 
     write_llm_files(out / "llm", tuned_reader.directory, base_reader.directory, tuned_cfg,
                     multimodal, _vocab_rows(tuned_reader, plans))
@@ -218,6 +241,7 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
         "outputs": {"llm": "llm", "mllm": "mllm" if multimodal else None},
         "seconds": round(time.perf_counter() - start, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_buffers_mb": round(pool.peak / 2**20, 1),
         "device": str(dev),
         "bytes_read": base_reader.nbytes() + tuned_reader.nbytes(),
         "versions": library_versions(),
@@ -238,56 +262,92 @@ def _vocab_rows(reader: CheckpointReader, plans: list[TensorPlan]) -> int | None
     return None
 
 
-def _load_unit(base_reader, tuned_reader, unit: list[TensorPlan], dev: torch.device):
-    """Read one unit's tensors: (base float32 on dev | None, tuned raw, tuned float32 | None)."""
-    loaded = []
+@dataclasses.dataclass
+class _Loaded:
+    """One tensor of a unit as read: pool buffers and typed views of them (CPU)."""
+
+    tuned_buf: torch.Tensor
+    tuned: torch.Tensor                    # the whole tuned tensor; the merge is written over it
+    base_buf: torch.Tensor | None = None
+    base: torch.Tensor | None = None
+
+
+def _load_unit(pool: BufferPool, base_reader: CheckpointReader, tuned_reader: CheckpointReader,
+               unit: list[TensorPlan], reads_base: bool) -> list[_Loaded]:
+    """Read one unit's tensors into pool buffers (runs on the prefetch thread)."""
+    loaded, held = [], 0
     for plan in unit:
-        tuned_raw = tuned_reader.get(plan.tuned)
-        if plan.base is None:
-            loaded.append((None, tuned_raw, None))
-            continue
-        base = base_reader.get(plan.base)
-        tuned = tuned_raw
-        if plan.shared_rows is not None:
-            tuned = tuned_raw[: plan.shared_rows]
-        # `base` is a fresh buffer from the reader, so methods may work in place in it
-        loaded.append((base.to(dev, torch.float32, non_blocking=True), tuned_raw,
-                       tuned.to(dev, torch.float32, non_blocking=True)))
+        n = tuned_reader.nbytes_of(plan.tuned)
+        buf = pool.take(n, held)
+        held += n
+        item = _Loaded(buf, tuned_reader.read_into(plan.tuned, buf))
+        if plan.base is not None and reads_base:
+            n = base_reader.nbytes_of(plan.base)
+            item.base_buf = pool.take(n, held)
+            held += n
+            item.base = base_reader.read_into(plan.base, item.base_buf)
+        loaded.append(item)
     return loaded
 
 
-def _finish(plan: TensorPlan, merged: torch.Tensor, tuned_raw: torch.Tensor,
-            method: str) -> torch.Tensor:
-    """Check, cast to the tuned dtype, move to CPU, append extra vocab rows from the tuned model."""
-    out = merged.to(tuned_raw.dtype)
+def _release_after(n_users: int, pool: BufferPool, buf: torch.Tensor):
+    """A callback that returns `buf` to the pool on its n_users-th call (now if n_users = 0)."""
+    if n_users == 0:
+        pool.give(buf)
+        return None
+    left = [n_users]
+    lock = threading.Lock()
+
+    def written() -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            pool.give(buf)
+
+    return written
+
+
+def _check_finite(plan: TensorPlan, out: torch.Tensor, method: str) -> None:
+    """MergeError when a merged tensor has NaN or Inf entries."""
+    if plan.base is None or not out.is_floating_point():
+        return
     # A sum is NaN/Inf whenever an entry is, and costs ~1/10 of isfinite().all(); only when it
     # is not finite (or overflowed) is the exact check run.
-    if out.is_floating_point() and not math.isfinite(float(out.sum())) \
-            and not bool(torch.isfinite(out).all()):
+    if not math.isfinite(float(out.sum())) and not bool(torch.isfinite(out).all()):
         raise MergeError(f"merged tensor {plan.tuned} has NaN or Inf values (method {method}"
                          f", output dtype {str(out.dtype).removeprefix('torch.')}); check that "
                          f"both inputs are finite and the parameters are sane")
-    out = out.cpu()
-    if plan.shared_rows is not None:
-        out = torch.cat([out, tuned_raw[plan.shared_rows:]], dim=0)
-    return out
 
 
-def _merge_unit(spec, p, unit, loaded, seed: int, located: dict) -> list:
-    """Merge one unit; returns [(plan, output tensor)]."""
-    if spec.kind == "group" and unit[0].base and parse_role(unit[0].base):
-        from harness.merge.methods.neuron_fusion import merge_neuron_fusion
-        roles = {parse_role(pl.base)[1]: (pl, ld) for pl, ld in zip(unit, loaded)}
-        merged, loc = merge_neuron_fusion({r: ld[0] for r, (_, ld) in roles.items()},
-                                          {r: ld[2] for r, (_, ld) in roles.items()}, p)
-        layer = str(parse_role(unit[0].base)[0])
-        located.setdefault(layer, {}).update(loc)
-        return [(pl, _finish(pl, merged[r], ld[1], spec.name)) for r, (pl, ld) in roles.items()]
-    results = []
-    for plan, (base, tuned_raw, tuned) in zip(unit, loaded):
-        if base is None:
-            results.append((plan, tuned_raw))
+def _merge_unit(spec, p, unit: list[TensorPlan], loaded: list[_Loaded], ctx: MergeContext,
+                dev: torch.device, located: dict) -> None:
+    """Merge one unit, writing each result over its tuned tensor (rows shared with the base;
+    extra vocabulary rows stay the tuned model's). On a GPU the inputs go there and the result
+    comes back into the same CPU buffer."""
+    work = []
+    for plan, item in zip(unit, loaded):
+        if plan.base is None or not spec.reads_base:
             continue
-        merged = spec.fn(base, tuned, p, (seed, plan.base))
-        results.append((plan, _finish(plan, merged, tuned_raw, spec.name)))
-    return results
+        view = item.tuned if plan.shared_rows is None else item.tuned[: plan.shared_rows]
+        base = item.base
+        if dev.type != "cpu":
+            base, gpu = base.to(dev, non_blocking=True), view.to(dev, non_blocking=True)
+            work.append((plan, base, gpu, view))
+        else:
+            work.append((plan, base, view, view))
+    if not work:
+        return
+    if spec.kind == "group" and parse_role(work[0][0].base):
+        from harness.merge.methods.neuron_fusion import merge_neuron_fusion
+
+        roles = {parse_role(pl.base)[1]: (b, t) for pl, b, t, _ in work}
+        _, loc = merge_neuron_fusion({r: b for r, (b, _) in roles.items()},
+                                     {r: t for r, (_, t) in roles.items()}, p, ctx)
+        located.setdefault(str(parse_role(work[0][0].base)[0]), {}).update(loc)
+    else:
+        for plan, base, tuned, _ in work:
+            spec.fn(base, tuned, p, dataclasses.replace(ctx, name=plan.base))
+    if dev.type != "cpu":
+        for _, _, gpu, view in work:
+            view.copy_(gpu)

@@ -53,13 +53,44 @@ def group_scores(deltas: dict[str, torch.Tensor], bases: dict[str, torch.Tensor]
             if bases is None:
                 raise ValueError("score='relative' needs the base weights")
             base_sq[group] = base_sq.get(group, 0) + _sq_norms(bases[role], axis)
+    return scores_from_squares(sq, base_sq if score == "relative" else None)
+
+
+def scores_from_squares(sq: dict[str, torch.Tensor],
+                        base_sq: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """group → neuron scores from per-neuron sums of squares of Δ (and of the base weights, for
+    the relative score): ||Δ|| or ||Δ|| / max(||θ_base||, 1e-12)."""
     out = {}
     for group, s in sq.items():
         norms = s.sqrt()
-        if score == "relative":
+        if base_sq is not None:
             norms = norms / base_sq[group].sqrt().clamp_min(1e-12)
         out[group] = norms
     return out
+
+
+def streamed_sq_norms(base: torch.Tensor, tuned: torch.Tensor, axis: int, ctx,
+                      with_base: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-neuron sums of squares of Δ = tuned − base (and of base when `with_base`) of one
+    weight whose neuron index is on `axis`, computed over chunks of rows in float32."""
+    from harness.merge.stream import as_rows, scratch, spans
+
+    b2, t2 = as_rows(base), as_rows(tuned)
+    n, m = b2.shape
+    sq = torch.zeros(n if axis == 0 else m, dtype=torch.float32, device=base.device)
+    bsq = torch.zeros_like(sq) if with_base else None
+    for lo, hi in spans(n, m, ctx.chunk):
+        fb = scratch(0, (hi - lo) * m, base.device).view(-1, m).copy_(b2[lo:hi])
+        ft = scratch(1, (hi - lo) * m, base.device).view(-1, m).copy_(t2[lo:hi])
+        for acc, x in ((sq, ft.sub_(fb)), (bsq, fb)):
+            if acc is None:
+                continue
+            part = x.square().sum(dim=1 - axis)
+            if axis == 0:
+                acc[lo:hi] = part
+            else:
+                acc += part
+    return sq, bsq
 
 
 def located_count(n: int, ratio: float) -> int:

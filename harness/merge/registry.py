@@ -13,8 +13,10 @@ from harness.errors import ConfigError
 class Method:
     """A registered merge method.
 
-    `kind` is "tensor" (fn(base, tuned, params, gen) → merged, per tensor) or "group"
-    (neuron_fusion: fn gets a layer's matrix group at once).
+    `kind` is "tensor" (fn(base, tuned, params, ctx) writes the merged tensor over `tuned` and
+    returns it; ctx is a harness.merge.stream.MergeContext) or "group" (neuron_fusion: a
+    layer's matrix group at once). `reads_base=False` (the `mllm` identity) spares the engine
+    reading the base model.
     """
 
     name: str
@@ -22,15 +24,16 @@ class Method:
     fn: Callable
     kind: str = "tensor"
     stochastic: bool = False
+    reads_base: bool = True
 
 
 METHODS: dict[str, Method] = {}
 
 
 def register(name: str, params_cls: type, fn: Callable, kind: str = "tensor",
-             stochastic: bool = False) -> None:
+             stochastic: bool = False, reads_base: bool = True) -> None:
     """Add a method to the registry (one line at the bottom of each method file)."""
-    METHODS[name] = Method(name, params_cls, fn, kind, stochastic)
+    METHODS[name] = Method(name, params_cls, fn, kind, stochastic, reads_base)
 
 
 def get_method(name: str) -> Method:

@@ -75,6 +75,94 @@ def topk_mask(x: torch.Tensor, k: int) -> torch.Tensor:
     return mask.reshape(x.shape)
 
 
+class DeltaTopK:
+    """Exact membership in the top k of |Δ| = |tuned − base| for several k at once, streamed
+    over chunks (harness/merge/stream.py), with the same tie rule as `topk_mask`.
+
+    Construction makes one read-only pass over the pair: a 32 k-entry random sample brackets each
+    k-th largest |Δ| in [lo, hi], and the pass counts the entries above hi and keeps the few inside
+    the bracket, whose exact `kthvalue` is the threshold v (a missed bracket is narrowed with one
+    more pass). `mask(i, x)` then marks a chunk's members of the top ks[i]: x > v plus the first
+    still-missing entries equal to v. Chunks must be passed in order, each once per k.
+    """
+
+    def __init__(self, base: torch.Tensor, tuned: torch.Tensor, ks: list[int], ctx):
+        from harness.merge.stream import for_each_delta
+
+        n = base.numel()
+        self._state: list[list] = []  # per k: [v or None (none) / inf marker, remaining ties]
+        todo = {}
+        for i, k in enumerate(ks):
+            if k <= 0:
+                self._state.append(["none", 0])
+            elif k >= n:
+                self._state.append(["all", 0])
+            else:
+                self._state.append([None, 0])
+                todo[i] = k
+        if not todo:
+            return
+        lo_hi = {i: (float("-inf"), float("inf")) for i in todo}
+        if n > 4 * _SAMPLE:
+            gen = torch.Generator(device=base.device).manual_seed(n * 31 + min(todo.values()))
+            idx = torch.randint(0, n, (_SAMPLE,), generator=gen, device=base.device)
+            sample = (tuned.reshape(-1)[idx].float() - base.reshape(-1)[idx].float()).abs_()
+            sample = sample.sort().values
+            for i, k in todo.items():
+                q = 1.0 - k / n
+                margin = 4.0 * (q * (1 - q) / _SAMPLE) ** 0.5 + 2.0 / _SAMPLE
+                lo_hi[i] = (float(sample[max(0, int((q - margin) * _SAMPLE))]),
+                            float(sample[min(_SAMPLE - 1, int((q + margin) * _SAMPLE) + 1)]))
+        for _attempt in range(3):
+            above = {i: 0 for i in lo_hi}
+            bands: dict[int, list[torch.Tensor]] = {i: [] for i in lo_hi}
+
+            def count(lo_, hi_, x):
+                x = x.reshape(-1)
+                for i, (lo, hi) in lo_hi.items():
+                    above_hi = x > hi
+                    above[i] += int(torch.count_nonzero(above_hi))
+                    bands[i].append(x[(x >= lo).logical_xor_(above_hi)])
+
+            for_each_delta(base, tuned, ctx, count)
+            retry = {}
+            for i, (lo, hi) in lo_hi.items():
+                k, band = todo[i], torch.cat(bands[i])
+                if above[i] < k <= above[i] + band.numel():
+                    v = _kth_exact(band, k - above[i])
+                    greater = above[i] + int(torch.count_nonzero(band > v))
+                    self._state[i] = [v, k - greater]
+                elif above[i] >= k:  # the k-th largest is above the bracket
+                    retry[i] = (hi, float("inf"))
+                else:
+                    retry[i] = (float("-inf"), lo)
+            if not retry:
+                return
+            lo_hi = retry
+        raise RuntimeError("top-k threshold did not converge")  # unreachable: 2nd pass is exact
+
+    def mask(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of the chunk x (|Δ| values, in order) that lies in the top ks[i]."""
+        state = self._state[i]
+        v, remaining = state
+        if v == "none":
+            return torch.zeros_like(x, dtype=torch.bool)
+        if v == "all":
+            return torch.ones_like(x, dtype=torch.bool)
+        m = x > v
+        if remaining > 0:
+            eq = x == v
+            n_eq = int(torch.count_nonzero(eq))
+            if n_eq <= remaining:
+                m.logical_or_(eq)
+                state[1] = remaining - n_eq
+            else:
+                first = eq.reshape(-1).nonzero().reshape(-1)[:remaining]
+                m.reshape(-1)[first] = True
+                state[1] = 0
+        return m
+
+
 def row_ranks(x: torch.Tensor) -> torch.Tensor:
     """Rank (0 = smallest) of every entry of a non-negative float32 tensor within its row (last
     dimension), ties broken by lower column first (= a stable ascending argsort, inverted).

@@ -1,4 +1,4 @@
-"""Checkpoint I/O: lazy (mmap) reads of safetensors shards and a sharded, threaded writer.
+"""Checkpoint I/O: positioned reads of safetensors shards and a planned, threaded writer.
 
 Nothing here loads a whole model: `CheckpointReader.get` reads one tensor at a time, and
 `PlannedWriter` writes each tensor straight to its planned place in a shard.
@@ -121,20 +121,31 @@ class CheckpointReader:
 
     def get(self, name: str) -> torch.Tensor:
         """One tensor, read into a fresh buffer."""
+        return self.read_into(name, torch.empty(self.nbytes_of(name), dtype=torch.uint8))
+
+    def nbytes_of(self, name: str) -> int:
+        """Size in bytes of one tensor's data."""
+        return self._info(name)[4]
+
+    def read_into(self, name: str, buf: torch.Tensor) -> torch.Tensor:
+        """Read one tensor into `buf` (a contiguous uint8 CPU tensor of exactly its size, e.g.
+        from a BufferPool) with positioned reads; returns it viewed with the tensor's dtype and
+        shape."""
         path, dtype, shape, offset, n = self._info(name)
         if dtype not in TORCH_DTYPES:
             raise CheckpointError(f"tensor {name} in {path} has dtype {dtype}, which the "
                                   f"harness does not handle")
-        buf = bytearray(n)
-        view, done = memoryview(buf), 0
+        if buf.numel() != n or buf.dtype != torch.uint8:
+            raise ValueError(f"buffer of {buf.numel()} {buf.dtype} for {name} ({n} bytes)")
+        if n == 0:
+            return torch.empty(shape, dtype=TORCH_DTYPES[dtype])
+        view, done = memoryview(buf.numpy()), 0
         while done < n:
             got = os.preadv(self._fds[path], [view[done:]], offset + done)
             if got == 0:
                 raise CheckpointError(f"{path} is truncated (tensor {name})")
             done += got
-        if n == 0:
-            return torch.empty(shape, dtype=TORCH_DTYPES[dtype])
-        return torch.frombuffer(buf, dtype=TORCH_DTYPES[dtype]).reshape(shape)
+        return buf.view(TORCH_DTYPES[dtype]).reshape(shape)
 
     def shape(self, name: str) -> tuple[int, ...]:
         """Shape of a tensor without reading it."""
@@ -173,7 +184,7 @@ class PlannedWriter:
     """
 
     def __init__(self, directory: Path, entries: list[tuple[str, tuple[int, ...], str]],
-                 shard_bytes: int, fsync: bool = False, queue_size: int = 4):
+                 shard_bytes: int, fsync: bool = False, queue_size: int = 64):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
@@ -223,9 +234,11 @@ class PlannedWriter:
             item = self._queue.get()
             if item is None:
                 return
+            name, tensor, done_cb = item
             if self._error is not None:
+                if done_cb is not None:
+                    done_cb()
                 continue
-            name, tensor = item
             try:
                 shard, offset, n = self._where[name]
                 # reshape(-1): a 0-d tensor cannot be viewed as bytes of another element size
@@ -241,20 +254,24 @@ class PlannedWriter:
                     done += os.pwrite(self._fds[shard], view[done:], offset + done)
             except BaseException as err:  # surfaced in add()/close()
                 self._error = err
+            finally:
+                if done_cb is not None:
+                    done_cb()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise CheckpointError(f"writing {self.directory} failed: {self._error}") from self._error
 
-    def add(self, name: str, tensor: torch.Tensor) -> None:
-        """Queue one CPU tensor for writing at its planned place."""
+    def add(self, name: str, tensor: torch.Tensor, written=None) -> None:
+        """Queue one CPU tensor for writing at its planned place; `written()` (if given) is
+        called once its bytes are out (or the write failed), so its buffer can be reused."""
         self._raise_if_failed()
         if name not in self._where:
             raise CheckpointError(f"tensor {name} is not in the planned output of {self.directory}")
         if name in self._written:
             raise CheckpointError(f"tensor {name} written twice to {self.directory}")
         self._written.add(name)
-        self._queue.put((name, tensor))
+        self._queue.put((name, tensor, written))
 
     def close(self) -> dict:
         """Wait for the writes, check completeness, name the shards, write the index."""
@@ -286,9 +303,11 @@ class PlannedWriter:
         """Stop the writer thread after a failure (the caller removes the directory)."""
         while True:
             try:
-                self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
+            if item is not None and item[2] is not None:
+                item[2]()
         self._queue.put(None)
         self._thread.join(timeout=60)
         for fd in self._fds:

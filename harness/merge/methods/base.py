@@ -15,9 +15,9 @@ class BaseParams:
     """No parameters."""
 
 
-def merge_base(base: torch.Tensor, tuned: torch.Tensor, p: BaseParams, gen=None) -> torch.Tensor:
-    """Return the base tensor."""
-    return base
+def merge_base(base: torch.Tensor, tuned: torch.Tensor, p: BaseParams, ctx=None) -> torch.Tensor:
+    """The base tensor, written over `tuned` (in the tuned dtype)."""
+    return tuned.copy_(base)
 
 
 register("base", BaseParams, merge_base)

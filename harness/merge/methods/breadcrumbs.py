@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from harness.merge.registry import check_range, register
-from harness.merge.select import topk_mask
+from harness.merge.select import DeltaTopK
+from harness.merge.stream import MergeContext, abs_delta, lerp_into, scratch
 
 
 @dataclass(frozen=True)
@@ -28,17 +29,22 @@ class BreadcrumbsParams:
 
 
 def merge_breadcrumbs(base: torch.Tensor, tuned: torch.Tensor, p: BreadcrumbsParams,
-                      gen=None) -> torch.Tensor:
-    """base + scale·Δ on ranks [g, g + k) of |Δ| (descending), base elsewhere."""
+                      ctx: MergeContext) -> torch.Tensor:
+    """base + scale·Δ on ranks [g, g + k) of |Δ| (descending), base elsewhere (written over
+    `tuned`); both thresholds come from one selection pass."""
     n = base.numel()
     g = int(round(p.gamma * n))
     k = int(round(p.density * n))
-    mag = (tuned - base).abs_()
-    keep = topk_mask(mag, min(n, g + k))
-    if g > 0:
-        keep &= ~topk_mask(mag, g)
-    weight = keep.to(base.dtype).mul_(p.scale)
-    return base.lerp_(tuned, weight)
+    top = DeltaTopK(base, tuned, [min(n, g + k), g], ctx)
+
+    def weight(lo, hi, fb, ft):
+        mag = abs_delta(fb, ft)
+        keep = top.mask(0, mag)
+        if g > 0:
+            keep.logical_and_(top.mask(1, mag).logical_not_())
+        return torch.mul(keep, p.scale, out=scratch(3, keep.numel(), fb.device))
+
+    return lerp_into(base, tuned, weight, ctx)
 
 
 register("breadcrumbs", BreadcrumbsParams, merge_breadcrumbs)

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.merge.randomness import uniform_like
+from harness.merge.randomness import UniformStream
 from harness.merge.registry import check_range, register
+from harness.merge.stream import MergeContext, lerp_into, scratch
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,17 @@ class DareParams:
         check_range("dare", "scale", self.scale, 0.0, None)
 
 
-def merge_dare(base: torch.Tensor, tuned: torch.Tensor, p: DareParams, gen=None) -> torch.Tensor:
-    """`gen` is (run seed, tensor name); see module docstring."""
-    seed, name = gen
-    u = uniform_like(base, seed + p.seed, name)
-    weight = (u < p.density).to(base.dtype).mul_(p.scale / p.density)
-    return base.lerp_(tuned, weight)
+def merge_dare(base: torch.Tensor, tuned: torch.Tensor, p: DareParams,
+               ctx: MergeContext) -> torch.Tensor:
+    """Written over `tuned`; u is drawn chunk by chunk from the tensor's generator (the same
+    draws as one `uniform_like` of the whole tensor)."""
+    u = UniformStream(ctx.seed + p.seed, ctx.name, base.device)
+
+    def weight(lo, hi, fb, ft):
+        keep = u.next(hi - lo) < p.density
+        return torch.mul(keep, p.scale / p.density, out=scratch(3, hi - lo, fb.device))
+
+    return lerp_into(base, tuned, weight, ctx)
 
 
 register("dare", DareParams, merge_dare, stochastic=True)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.merge.randomness import uniform_like
+from harness.merge.randomness import UniformStream
 from harness.merge.registry import check_range, register
 from harness.merge.select import row_ranks
+from harness.merge.stream import MergeContext, abs_delta, lerp_into
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,18 @@ def keep_probability(mag: torch.Tensor, density: float, epsilon: float) -> torch
     return p.reshape(mag.shape)
 
 
-def merge_della(base: torch.Tensor, tuned: torch.Tensor, p: DellaParams, gen=None) -> torch.Tensor:
-    """`gen` is (run seed, tensor name); see module docstring."""
-    seed, name = gen
-    prob = keep_probability((tuned - base).abs_(), p.density, p.epsilon)
-    u = uniform_like(base, seed + p.seed, name)
-    weight = (u < prob).to(base.dtype).div_(prob).mul_(p.scale)
-    return base.lerp_(tuned, weight)
+def merge_della(base: torch.Tensor, tuned: torch.Tensor, p: DellaParams,
+                ctx: MergeContext) -> torch.Tensor:
+    """Written over `tuned`, a chunk of whole rows at a time; u as in `uniform_like` of the whole
+    tensor (drawn chunk by chunk from the tensor's generator)."""
+    u = UniformStream(ctx.seed + p.seed, ctx.name, base.device)
+
+    def weight(lo, hi, fb, ft):
+        prob = keep_probability(abs_delta(fb, ft), p.density, p.epsilon)
+        return (u.next(prob.numel()).view(prob.shape) < prob).to(torch.float32).div_(prob) \
+            .mul_(p.scale)
+
+    return lerp_into(base, tuned, weight, ctx, rows=True)
 
 
 register("della", DellaParams, merge_della, stochastic=True)

@@ -15,9 +15,9 @@ class MllmParams:
     """No parameters."""
 
 
-def merge_mllm(base: torch.Tensor, tuned: torch.Tensor, p: MllmParams, gen=None) -> torch.Tensor:
+def merge_mllm(base: torch.Tensor, tuned: torch.Tensor, p: MllmParams, ctx=None) -> torch.Tensor:
     """Return the tuned tensor."""
     return tuned
 
 
-register("mllm", MllmParams, merge_mllm)
+register("mllm", MllmParams, merge_mllm, reads_base=False)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.merge.registry import check_range, register
+from harness.merge.stream import MergeContext, lerp_into
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,9 @@ class ModelSoupParams:
 
 
 def merge_model_soup(base: torch.Tensor, tuned: torch.Tensor, p: ModelSoupParams,
-                     gen=None) -> torch.Tensor:
-    """(1 − α)·base + α·tuned, in place in `base` (lerp: exact at α = 0 and α = 1)."""
-    return base.lerp_(tuned, p.alpha)
+                     ctx: MergeContext) -> torch.Tensor:
+    """(1 − α)·base + α·tuned, written over `tuned` (lerp: exact at α = 0 and α = 1)."""
+    return lerp_into(base, tuned, p.alpha, ctx)
 
 
 register("model_soup", ModelSoupParams, merge_model_soup)

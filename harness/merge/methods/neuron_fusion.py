@@ -17,9 +17,16 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.merge.neurons import ROLES, SCOPES, group_scores, located_count
+from harness.merge.neurons import (
+    ROLES,
+    SCOPES,
+    located_count,
+    scores_from_squares,
+    streamed_sq_norms,
+)
 from harness.merge.registry import check_range, register
 from harness.merge.select import topk_mask
+from harness.merge.stream import MergeContext, lerp_into
 
 SCORES = ("absolute", "relative")
 
@@ -58,18 +65,25 @@ class NeuronFusionParams:
 
 
 def merge_neuron_fusion(bases: dict[str, torch.Tensor], tuneds: dict[str, torch.Tensor],
-                        p: NeuronFusionParams) -> tuple[dict[str, torch.Tensor], dict]:
-    """Merge one layer's matrix group (role → float32 weight; roles gate/up/down or q/k/v/o).
+                        p: NeuronFusionParams, ctx: MergeContext = MergeContext()
+                        ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Merge one layer's matrix group (role → weight; roles gate/up/down or q/k/v/o).
 
-    Returns (role → merged weight, in place in the base tensors) and located info
+    Returns (role → merged weight, written over the tuned tensors) and located info
     (group → sorted list of located neuron indices). Roles outside the scope get others_scale.
+    Scores and the merge run over chunks of rows (harness/merge/stream.py).
     """
     in_scope = p.groups()
-    roles = {r for r in bases if ROLES[r][0] in in_scope}
-    deltas = {r: tuneds[r] - bases[r] for r in roles}
-    scores = group_scores(deltas, {r: bases[r] for r in roles} if p.score == "relative" else None,
-                          p.score)
-    del deltas
+    sq, base_sq = {}, {}
+    for role in bases:
+        group, axis = ROLES[role]
+        if group not in in_scope:
+            continue
+        s, bs = streamed_sq_norms(bases[role], tuneds[role], axis, ctx, p.score == "relative")
+        sq[group] = sq[group] + s if group in sq else s
+        if bs is not None:
+            base_sq[group] = base_sq[group] + bs if group in base_sq else bs
+    scores = scores_from_squares(sq, base_sq if p.score == "relative" else None)
     located, weights = {}, {}
     for group, s in scores.items():
         mask = topk_mask(s, located_count(s.numel(), p.ratio))
@@ -78,19 +92,22 @@ def merge_neuron_fusion(bases: dict[str, torch.Tensor], tuneds: dict[str, torch.
     merged = {}
     for role, base in bases.items():
         group, axis = ROLES[role]
-        if role in roles:
+        if group in weights:
             w = weights[group]
-            w = w[:, None] if axis == 0 else w[None, :]
-            merged[role] = base.lerp_(tuneds[role], w.expand_as(base))
+
+            def weight(lo, hi, fb, ft, w=w, axis=axis):
+                return (w[lo:hi, None] if axis == 0 else w[None, :]).expand_as(fb)
+
+            merged[role] = lerp_into(base, tuneds[role], weight, ctx, rows=True)
         else:
-            merged[role] = base.lerp_(tuneds[role], p.others_scale)
+            merged[role] = lerp_into(base, tuneds[role], p.others_scale, ctx)
     return merged, located
 
 
 def merge_outside_scope(base: torch.Tensor, tuned: torch.Tensor, p: NeuronFusionParams,
-                        gen=None) -> torch.Tensor:
-    """Tensors that belong to no neuron group: base + others_scale·Δ."""
-    return base.lerp_(tuned, p.others_scale)
+                        ctx: MergeContext) -> torch.Tensor:
+    """Tensors that belong to no neuron group: base + others_scale·Δ (written over `tuned`)."""
+    return lerp_into(base, tuned, p.others_scale, ctx)
 
 
 register("neuron_fusion", NeuronFusionParams, merge_outside_scope, kind="group")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.merge.registry import check_range, register
+from harness.merge.stream import MergeContext, lerp_into
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,9 @@ class TaskArithmeticParams:
 
 
 def merge_task_arithmetic(base: torch.Tensor, tuned: torch.Tensor, p: TaskArithmeticParams,
-                          gen=None) -> torch.Tensor:
-    """base + scale·(tuned − base), in place in `base` (lerp: exact at scale 0 and 1)."""
-    return base.lerp_(tuned, p.scale)
+                          ctx: MergeContext) -> torch.Tensor:
+    """base + scale·(tuned − base), written over `tuned` (lerp: exact at scale 0 and 1)."""
+    return lerp_into(base, tuned, p.scale, ctx)
 
 
 register("task_arithmetic", TaskArithmeticParams, merge_task_arithmetic)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from harness.merge.registry import check_range, register
-from harness.merge.select import topk_mask
+from harness.merge.select import DeltaTopK
+from harness.merge.stream import MergeContext, abs_delta, lerp_into, scratch
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,16 @@ class TiesParams:
         check_range("ties", "scale", self.scale, 0.0, None)
 
 
-def merge_ties(base: torch.Tensor, tuned: torch.Tensor, p: TiesParams, gen=None) -> torch.Tensor:
-    """base + scale·Δ on the top-k |Δ| entries, base elsewhere (in place in `base`)."""
-    k = int(round(p.density * base.numel()))
-    keep = topk_mask((tuned - base).abs_(), k)
-    weight = keep.to(base.dtype).mul_(p.scale)
-    return base.lerp_(tuned, weight)
+def merge_ties(base: torch.Tensor, tuned: torch.Tensor, p: TiesParams,
+               ctx: MergeContext) -> torch.Tensor:
+    """base + scale·Δ on the top-k |Δ| entries, base elsewhere (written over `tuned`)."""
+    top = DeltaTopK(base, tuned, [int(round(p.density * base.numel()))], ctx)
+
+    def weight(lo, hi, fb, ft):
+        keep = top.mask(0, abs_delta(fb, ft))
+        return torch.mul(keep, p.scale, out=scratch(3, keep.numel(), fb.device))
+
+    return lerp_into(base, tuned, weight, ctx)
 
 
 register("ties", TiesParams, merge_ties)
