@@ -227,6 +227,11 @@ def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: 
 
             merge_checkpoints(base, tuned, "mllm", {}, out=tuned_llm, progress=False)
         tuned_llm = tuned_llm / "llm"
+    # one untimed floor first: the first process after the build or after idling pays for
+    # cold caches (measured 2x here), which would flatter every later ratio to the floor
+    subprocess.run(["rm", "-rf", str(scratch / "warmup")], check=True)
+    _run(_FLOOR, str(base), str(tuned), str(scratch / "warmup"), str(memory_mb))
+    subprocess.run(["rm", "-rf", str(scratch / "warmup")], check=True)
     for rep in range(reps):
         order = ["floor"] + methods + ([f"mergekit:{m}" for m in methods if m in MERGEKIT]
                                        if with_mergekit else [])

@@ -141,20 +141,21 @@ class DeltaTopK:
             lo_hi = retry
         raise RuntimeError("top-k threshold did not converge")  # unreachable: 2nd pass is exact
 
-    def mask(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        """Boolean mask of the chunk x (|Δ| values, in order) that lies in the top ks[i]."""
+    def mask(self, i: int, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Mask of the chunk x (|Δ| values, in order) that lies in the top ks[i]: boolean, or
+        1.0 / 0.0 written into `out` (a float tensor shaped like x; a comparison straight into
+        float costs half of a boolean one followed by a conversion)."""
         state = self._state[i]
         v, remaining = state
-        if v == "none":
-            return torch.zeros_like(x, dtype=torch.bool)
-        if v == "all":
-            return torch.ones_like(x, dtype=torch.bool)
-        m = x > v
+        if v in ("none", "all"):
+            fill = v == "all"
+            return torch.full_like(x, fill, dtype=torch.bool) if out is None else out.fill_(fill)
+        m = torch.gt(x, v) if out is None else torch.gt(x, v, out=out)
         if remaining > 0:
             eq = x == v
             n_eq = int(torch.count_nonzero(eq))
             if n_eq <= remaining:
-                m.logical_or_(eq)
+                m[eq] = True
                 state[1] = remaining - n_eq
             else:
                 first = eq.reshape(-1).nonzero().reshape(-1)[:remaining]
@@ -172,22 +173,33 @@ def row_ranks(x: torch.Tensor) -> torch.Tensor:
     torch's stable argsort here) in row chunks on a few threads, and the column read back from
     the low bits is scattered into ranks. On other devices: torch's stable argsort.
     """
+    order = row_order(x)
+    positions = torch.arange(order.shape[-1], device=x.device).expand_as(order)
+    return torch.empty_like(order).scatter_(-1, order, positions).reshape(x.shape)
+
+
+def row_order(x: torch.Tensor) -> torch.Tensor:
+    """Per row (last dimension) of a non-negative float32 tensor, the columns in ascending order
+    of value, ties by lower column (= a stable argsort), as a (rows, m) int64 tensor.
+
+    On CPU each entry gets a unique int64 key (float bits << b | column; non-negative floats
+    order like their bits), the keys are sorted per row with numpy (SIMD sort, ~7× faster than
+    torch's stable argsort here) in row chunks on a few threads, and the column is read back
+    from the low bits. On other devices: torch's stable argsort.
+    """
     if x.dtype != torch.float32:
-        raise TypeError(f"row_ranks needs float32, got {x.dtype}")
+        raise TypeError(f"row ranks need float32, got {x.dtype}")
     rows = x.reshape(-1, x.shape[-1])
     n, m = rows.shape
-    positions = torch.arange(m, device=x.device).expand(n, m)
     if x.device.type != "cpu" or n * m < 4096:
-        order = torch.argsort(rows, dim=-1, stable=True)
-        return torch.empty_like(order).scatter_(-1, order, positions).reshape(x.shape)
+        return torch.argsort(rows, dim=-1, stable=True)
     bits = max(1, (m - 1).bit_length())
     keys = rows.view(torch.int32).to(torch.int64)
-    keys.bitwise_left_shift_(bits).bitwise_or_(positions)
+    keys.bitwise_left_shift_(bits).bitwise_or_(torch.arange(m).expand(n, m))
     array = keys.numpy()
     chunks = _split(n, torch.get_num_threads())
     list(_pool().map(lambda sl: array[sl].sort(axis=-1), chunks))  # numpy releases the GIL
-    keys.bitwise_and_((1 << bits) - 1)  # → the column at each sorted position
-    return torch.empty_like(keys).scatter_(-1, keys, positions).reshape(x.shape)
+    return keys.bitwise_and_((1 << bits) - 1)
 
 
 _POOL = None

@@ -39,10 +39,10 @@ def merge_breadcrumbs(base: torch.Tensor, tuned: torch.Tensor, p: BreadcrumbsPar
 
     def weight(lo, hi, fb, ft):
         mag = abs_delta(fb, ft)
-        keep = top.mask(0, mag)
-        if g > 0:
-            keep.logical_and_(top.mask(1, mag).logical_not_())
-        return torch.mul(keep, p.scale, out=scratch(3, keep.numel(), fb.device))
+        w = top.mask(0, mag, out=scratch(3, fb.numel(), fb.device))
+        if g > 0:  # in the top g + k and not in the top g
+            w.sub_(top.mask(1, mag, out=scratch(5, fb.numel(), fb.device)))
+        return w if p.scale == 1.0 else w.mul_(p.scale)
 
     return lerp_into(base, tuned, weight, ctx)
 

@@ -13,7 +13,7 @@ import torch
 
 from harness.merge.randomness import UniformStream
 from harness.merge.registry import check_range, register
-from harness.merge.select import row_ranks
+from harness.merge.select import row_order
 from harness.merge.stream import MergeContext, abs_delta, lerp_into
 
 
@@ -43,9 +43,11 @@ def keep_probability(mag: torch.Tensor, density: float, epsilon: float) -> torch
     m = rows.shape[-1]
     if m == 1 or epsilon == 0:
         return torch.full_like(mag, density)
-    ranks = row_ranks(rows)
-    p = ranks.to(mag.dtype).mul_(2 * epsilon / (m - 1)).add_(density - epsilon)
-    return p.reshape(mag.shape)
+    # p by rank is the same vector for every row: scatter it to each row's columns in rank order
+    by_rank = torch.arange(m, device=mag.device, dtype=mag.dtype) \
+        .mul_(2 * epsilon / (m - 1)).add_(density - epsilon)
+    order = row_order(rows)
+    return torch.empty_like(rows).scatter_(-1, order, by_rank.expand_as(rows)).reshape(mag.shape)
 
 
 def merge_della(base: torch.Tensor, tuned: torch.Tensor, p: DellaParams,

@@ -32,8 +32,8 @@ def merge_ties(base: torch.Tensor, tuned: torch.Tensor, p: TiesParams,
     top = DeltaTopK(base, tuned, [int(round(p.density * base.numel()))], ctx)
 
     def weight(lo, hi, fb, ft):
-        keep = top.mask(0, abs_delta(fb, ft))
-        return torch.mul(keep, p.scale, out=scratch(3, keep.numel(), fb.device))
+        w = top.mask(0, abs_delta(fb, ft), out=scratch(3, fb.numel(), fb.device))
+        return w if p.scale == 1.0 else w.mul_(p.scale)
 
     return lerp_into(base, tuned, weight, ctx)
 
