@@ -2,9 +2,12 @@
 shards and the merge.json manifest.
 
 Work proceeds one unit at a time — a tensor, or for Neuron-Fusion one layer's FFN or attention
-group — so peak memory is bounded by the largest unit, not the model. A reader thread prefetches
-the next unit while the current one is merged (float32, on the chosen device), and a writer
-thread saves full shards, so reading, computing and writing overlap.
+group. A prefetch thread reads the next unit into buffers of a byte-budgeted pool
+(harness/merge/buffers.py) while the current one is merged in place over its tuned tensor
+(float32 chunks, harness/merge/stream.py; on the GPU with merge.device=cuda), and writer threads
+pwrite each result to its planned place in the output shards and hand the buffer back. Peak
+memory is the pool budget (merge.memory_mb), not the model; docs/performance.md has the design
+and the measurements.
 """
 
 from __future__ import annotations
