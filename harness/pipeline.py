@@ -64,6 +64,7 @@ def run(cfg: DictConfig) -> dict:
             out=merge_dir, device=cfg.merge.device, seed=int(cfg.seed),
             force=bool(cfg.force), shard_size_mb=int(cfg.merge.shard_size_mb),
             progress=bool(cfg.merge.progress), memory_mb=int(cfg.merge.memory_mb),
+            kernels=str(cfg.merge.get("kernels", "auto")),
         )
         if stage == "merge":
             log.info("merged model written to %s", merge_dir)

@@ -35,6 +35,7 @@ from harness.merge.outputs import (
     write_llm_files,
     write_mllm_files,
 )
+from harness.merge.randomness import DRAWS
 from harness.merge.registry import get_method, make_params
 from harness.merge.report import MERGE_JSON, identity_digest, load_merge_report, merge_lock
 from harness.merge.stream import MergeContext, release_scratch
@@ -60,7 +61,7 @@ def pick_device(device: str) -> torch.device:
 def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=None,
                       device: str = "cpu", seed: int = 0, force: bool = False,
                       shard_size_mb: int = 2000, progress: bool = True,
-                      memory_mb: int = 1024) -> dict:
+                      memory_mb: int = 1024, kernels: str = "auto") -> dict:
     """Merge a base LLM with the language model of a tuned model (an MLLM or a causal LM).
 
     Args:
@@ -76,6 +77,8 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
         memory_mb: budget of the tensor buffers (read, merged in place, written); a larger
             unit than the budget still runs, alone.
         progress: show a progress bar.
+        kernels: `auto` (fused numba kernels on CPU where they apply, harness/merge/kernels.py)
+            or `torch` (the chunked torch path everywhere); both give the same bits.
 
     Returns:
         The merge report (what merge.json holds).
@@ -86,6 +89,8 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
     p = make_params(spec, params)
     base_dir, tuned_dir = resolve_model(base), resolve_model(mllm)
     dev = pick_device(device)
+    if kernels not in ("auto", "torch"):
+        raise ConfigError(f"merge.kernels={kernels!r} is not valid; choose auto or torch")
     out = Path(out)
     base_reader, tuned_reader = CheckpointReader(base_dir), CheckpointReader(tuned_dir)
     identity = {
@@ -93,6 +98,8 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
         "base": {"path": str(base_dir), "files": base_reader.identity()},
         "mllm": {"path": str(tuned_dir), "files": tuned_reader.identity()},
     }
+    if spec.stochastic:  # merges drawn by an earlier definition of the draws are not reused
+        identity["draws"] = DRAWS
     digest = identity_digest(identity)
     out.parent.mkdir(parents=True, exist_ok=True)
     with merge_lock(out):
@@ -109,7 +116,7 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
         try:
             report = _execute(base_reader, tuned_reader, spec, p, tmp, dev, int(seed),
-                              shard_size_mb, progress, memory_mb)
+                              shard_size_mb, progress, memory_mb, kernels)
             report.update({"identity": digest, "inputs": identity, "status": "complete"})
             # returned exactly as stored, so a fresh and a reused merge give the same object
             report = json.loads(json.dumps(report, default=str))
@@ -152,7 +159,7 @@ def _units(plans: list[TensorPlan], grouped: bool) -> list[list[TensorPlan]]:
 
 def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec, p, out: Path,
              dev: torch.device, seed: int, shard_size_mb: int, progress: bool,
-             memory_mb: int) -> dict:
+             memory_mb: int, kernels: str) -> dict:
     start = time.perf_counter()
     base_cfg, tuned_cfg = read_config(base_reader.directory), read_config(tuned_reader.directory)
     multimodal = is_multimodal(tuned_cfg)
@@ -177,7 +184,7 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
     mllm_writer = PlannedWriter(out / "mllm", [(pl.tuned, *spec_of[pl.tuned]) for pl in order],
                                 shard_bytes) if multimodal else None
     pool = BufferPool(int(memory_mb) * 1024 * 1024)
-    ctx = MergeContext(seed=seed)
+    ctx = MergeContext(seed=seed, kernels=kernels)
     located: dict[str, dict[str, list[int]]] = {}
     bar = tqdm(total=tuned_reader.nbytes(), unit="B", unit_scale=True, disable=not progress,
                desc=f"merge {spec.name}", dynamic_ncols=True)

@@ -1,9 +1,14 @@
-"""Seeded randomness of stochastic merges (dare, della).
+"""Seeded randomness of stochastic merges (dare, della): a counter-based stream per tensor.
 
-Each tensor draws from its own CPU generator seeded by (seed, tensor name), so a merge is the same
-whatever the device, the tensor order or the number of threads:
-    seed_i = (seed · 1_000_003 + crc32(base tensor name)) mod 2^63
-    u = torch.rand(shape, generator=torch.Generator("cpu").manual_seed(seed_i))   # float32
+Entry i (flat, row-major) of a tensor draws
+    u_i = (SplitMix64(seed_t, i) >> 40) · 2^-24                     (float32, exact, in [0, 1))
+    SplitMix64(s, i) = mix(s + (i + 1)·0x9E3779B97F4A7C15 mod 2^64)  (Steele et al. 2014; the
+        i-th output of the generator seeded with s: Java's SplittableRandom, passes BigCrush)
+    seed_t = (seed · 1_000_003 + crc32(base tensor name)) mod 2^63
+so a draw depends only on (seed, tensor name, index): the same on every device, in any order,
+chunking or number of threads, and the fused CPU kernels (harness/merge/kernels.py) compute it
+in parallel. `DRAWS` names this definition in a merge's identity (earlier versions of the harness
+drew from torch's Mersenne Twister; their stochastic merges are not reused).
 """
 
 from __future__ import annotations
@@ -12,31 +17,54 @@ import zlib
 
 import torch
 
+DRAWS = "splitmix64-v1"
+_GAMMA = 0x9E3779B97F4A7C15
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+
 
 def tensor_seed(seed: int, name: str) -> int:
-    """The generator seed of one tensor."""
+    """The stream seed of one tensor."""
     return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (1 << 63)
 
 
+def _signed(x: int) -> int:
+    """A 64-bit pattern as the int64 value torch stores."""
+    x &= (1 << 64) - 1
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+def _shr(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns."""
+    return torch.bitwise_right_shift(z, s).bitwise_and_((1 << (64 - s)) - 1)
+
+
+def uniform_range(stream_seed: int, start: int, n: int, device) -> torch.Tensor:
+    """Draws start … start + n − 1 of a tensor's stream (float32, in [0, 1)), on `device`.
+    int64 arithmetic wraps modulo 2^64, which is the unsigned arithmetic of SplitMix64."""
+    z = torch.arange(start + 1, start + n + 1, dtype=torch.int64, device=device)
+    z.mul_(_signed(_GAMMA)).add_(_signed(stream_seed))
+    z.bitwise_xor_(_shr(z, 30)).mul_(_signed(_MIX1))
+    z.bitwise_xor_(_shr(z, 27)).mul_(_signed(_MIX2))
+    z.bitwise_xor_(_shr(z, 31))
+    return _shr(z, 40).to(torch.float32).mul_(2.0 ** -24)
+
+
 def uniform_like(x: torch.Tensor, seed: int, name: str) -> torch.Tensor:
-    """U[0, 1) float32 draws of x's shape from the tensor's own generator, on x's device."""
-    gen = torch.Generator("cpu").manual_seed(tensor_seed(seed, name))
-    return torch.rand(x.shape, generator=gen, dtype=torch.float32).to(x.device, non_blocking=True)
+    """The draws of every entry of x (its shape, float32), on x's device."""
+    return uniform_range(tensor_seed(seed, name), 0, x.numel(), x.device).reshape(x.shape)
 
 
 class UniformStream:
-    """The draws of `uniform_like` for one tensor, handed out chunk by chunk in element order
-    (consecutive `torch.rand` calls on one CPU generator continue the same sequence, so the
-    chunks concatenate to exactly the whole-tensor draw)."""
+    """The draws of one tensor handed out chunk by chunk in element order."""
 
     def __init__(self, seed: int, name: str, device: torch.device):
-        self.gen = torch.Generator("cpu").manual_seed(tensor_seed(seed, name))
+        self.seed = tensor_seed(seed, name)
         self.device = device
+        self.at = 0
 
     def next(self, n: int) -> torch.Tensor:
-        """The next n draws (a reused buffer: valid until the next call)."""
-        from harness.merge.stream import scratch
-
-        u = torch.rand(n, generator=self.gen, dtype=torch.float32,
-                       out=scratch(4, n, torch.device("cpu")))
-        return u if self.device.type == "cpu" else u.to(self.device)
+        """The next n draws."""
+        u = uniform_range(self.seed, self.at, n, self.device)
+        self.at += n
+        return u

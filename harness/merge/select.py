@@ -75,6 +75,27 @@ def topk_mask(x: torch.Tensor, k: int) -> torch.Tensor:
     return mask.reshape(x.shape)
 
 
+def delta_brackets(base: torch.Tensor, tuned: torch.Tensor,
+                   ks: dict[int, int]) -> dict[int, tuple[float, float]]:
+    """For each wanted k (0 < k < n, keyed by an id), a bracket [lo, hi] of |Δ| values that holds
+    the k-th largest |Δ| with high probability: quantiles of a seeded 32 k-entry random sample,
+    4 standard errors wide. Small tensors (≤ 4 samples' worth) get (−inf, inf)."""
+    n = base.numel()
+    out = {i: (float("-inf"), float("inf")) for i in ks}
+    if n <= 4 * _SAMPLE or not ks:
+        return out
+    gen = torch.Generator(device=base.device).manual_seed(n * 31 + min(ks.values()))
+    idx = torch.randint(0, n, (_SAMPLE,), generator=gen, device=base.device)
+    sample = (tuned.reshape(-1)[idx].float() - base.reshape(-1)[idx].float()).abs_()
+    sample = sample.sort().values
+    for i, k in ks.items():
+        q = 1.0 - k / n
+        margin = 4.0 * (q * (1 - q) / _SAMPLE) ** 0.5 + 2.0 / _SAMPLE
+        out[i] = (float(sample[max(0, int((q - margin) * _SAMPLE))]),
+                  float(sample[min(_SAMPLE - 1, int((q + margin) * _SAMPLE) + 1)]))
+    return out
+
+
 class DeltaTopK:
     """Exact membership in the top k of |Δ| = |tuned − base| for several k at once, streamed
     over chunks (harness/merge/stream.py), with the same tie rule as `topk_mask`.
@@ -102,17 +123,7 @@ class DeltaTopK:
                 todo[i] = k
         if not todo:
             return
-        lo_hi = {i: (float("-inf"), float("inf")) for i in todo}
-        if n > 4 * _SAMPLE:
-            gen = torch.Generator(device=base.device).manual_seed(n * 31 + min(todo.values()))
-            idx = torch.randint(0, n, (_SAMPLE,), generator=gen, device=base.device)
-            sample = (tuned.reshape(-1)[idx].float() - base.reshape(-1)[idx].float()).abs_()
-            sample = sample.sort().values
-            for i, k in todo.items():
-                q = 1.0 - k / n
-                margin = 4.0 * (q * (1 - q) / _SAMPLE) ** 0.5 + 2.0 / _SAMPLE
-                lo_hi[i] = (float(sample[max(0, int((q - margin) * _SAMPLE))]),
-                            float(sample[min(_SAMPLE - 1, int((q + margin) * _SAMPLE) + 1)]))
+        lo_hi = delta_brackets(base, tuned, todo)
         for _attempt in range(3):
             above = {i: 0 for i in lo_hi}
             bands: dict[int, list[torch.Tensor]] = {i: [] for i in lo_hi}

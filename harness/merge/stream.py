@@ -27,11 +27,13 @@ Weight = Union[float, Callable[[int, int, torch.Tensor, torch.Tensor], Union[tor
 @dataclass(frozen=True)
 class MergeContext:
     """What a method needs besides the tensors: the run seed and the tensor's (base) name, which
-    seed stochastic methods, and the chunk size in entries."""
+    seed stochastic methods, the chunk size in entries, and which kernels to use on CPU
+    (`auto`: the fused ones of harness/merge/kernels.py where they apply; `torch`: never)."""
 
     seed: int = 0
     name: str = ""
     chunk: int = DEFAULT_CHUNK
+    kernels: str = "auto"
 
 
 _LOCAL = threading.local()

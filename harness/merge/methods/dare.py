@@ -1,7 +1,7 @@
 """DARE, Drop And REscale (Yu et al., ICML 2024).
 
-Keep each entry of Δ with probability density (u < density, u ~ U[0,1) from the tensor's seeded
-generator, see harness/merge/randomness.py), rescale the kept ones by 1/density.
+Keep each entry of Δ with probability density (u < density, u ~ U[0,1) the entry's draw from the
+tensor's seeded stream, see harness/merge/randomness.py), rescale the kept ones by 1/density.
 θ = θ_base + scale·Δ',   Δ' = Δ ⊙ 1[u < density] / density
 """
 
@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.merge.randomness import UniformStream
+from harness.merge import kernels
+from harness.merge.randomness import UniformStream, tensor_seed
 from harness.merge.registry import check_range, register
 from harness.merge.stream import MergeContext, lerp_into, scratch
 
@@ -29,8 +30,10 @@ class DareParams:
 
 def merge_dare(base: torch.Tensor, tuned: torch.Tensor, p: DareParams,
                ctx: MergeContext) -> torch.Tensor:
-    """Written over `tuned`; u is drawn chunk by chunk from the tensor's generator (the same
-    draws as one `uniform_like` of the whole tensor)."""
+    """Written over `tuned`; u as in `uniform_like` of the whole tensor."""
+    if kernels.usable(base, tuned, ctx):
+        return kernels.dare(base, tuned, tensor_seed(ctx.seed + p.seed, ctx.name), p.density,
+                            p.scale)
     u = UniformStream(ctx.seed + p.seed, ctx.name, base.device)
 
     def weight(lo, hi, fb, ft):

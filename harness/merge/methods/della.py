@@ -3,7 +3,7 @@
 Within each row (last dimension; a 1-D tensor is one row) rank the m entries by |Δ| ascending,
 r = 0 … m−1 (stable sort: ties by index). Keep entry with probability
     p_r = density − ε + 2ε·r/(m − 1)        (p = density when m = 1)
-(u < p_r, u ~ U[0,1) from the tensor's seeded generator) and rescale kept entries by 1/p_r.
+(u < p_r, u ~ U[0,1) the entry's draw from the tensor's seeded stream) and rescale kept entries by 1/p_r.
 θ = θ_base + scale·Δ',   Δ' = Δ ⊙ 1[u < p] / p
 """
 
@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.merge.randomness import UniformStream
+from harness.merge import kernels
+from harness.merge.randomness import UniformStream, tensor_seed
 from harness.merge.registry import check_range, register
 from harness.merge.select import row_order
 from harness.merge.stream import MergeContext, abs_delta, lerp_into
@@ -53,7 +54,10 @@ def keep_probability(mag: torch.Tensor, density: float, epsilon: float) -> torch
 def merge_della(base: torch.Tensor, tuned: torch.Tensor, p: DellaParams,
                 ctx: MergeContext) -> torch.Tensor:
     """Written over `tuned`, a chunk of whole rows at a time; u as in `uniform_like` of the whole
-    tensor (drawn chunk by chunk from the tensor's generator)."""
+    tensor."""
+    if kernels.usable(base, tuned, ctx):
+        return kernels.della(base, tuned, tensor_seed(ctx.seed + p.seed, ctx.name), p.density,
+                             p.epsilon, p.scale)
     u = UniformStream(ctx.seed + p.seed, ctx.name, base.device)
 
     def weight(lo, hi, fb, ft):

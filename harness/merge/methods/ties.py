@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.merge import kernels
 from harness.merge.registry import check_range, register
 from harness.merge.select import DeltaTopK
 from harness.merge.stream import MergeContext, abs_delta, lerp_into, scratch
@@ -29,7 +30,10 @@ class TiesParams:
 def merge_ties(base: torch.Tensor, tuned: torch.Tensor, p: TiesParams,
                ctx: MergeContext) -> torch.Tensor:
     """base + scale·Δ on the top-k |Δ| entries, base elsewhere (written over `tuned`)."""
-    top = DeltaTopK(base, tuned, [int(round(p.density * base.numel()))], ctx)
+    k = int(round(p.density * base.numel()))
+    if kernels.usable(base, tuned, ctx):
+        return kernels.topk_band_merge(base, tuned, k, 0, p.scale)
+    top = DeltaTopK(base, tuned, [k], ctx)
 
     def weight(lo, hi, fb, ft):
         w = top.mask(0, abs_delta(fb, ft), out=scratch(3, fb.numel(), fb.device))

@@ -1,0 +1,159 @@
+"""The fused CPU kernels (harness/merge/kernels.py) give exactly the torch path's bits, and the
+counter-based draws (harness/merge/randomness.py) are the same in numba and torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harness.merge import kernels
+from harness.merge.randomness import UniformStream, tensor_seed, uniform_like, uniform_range
+from harness.merge.registry import get_method, make_params
+from harness.merge.select import _SAMPLE
+from harness.merge.stream import MergeContext
+
+CASES = [
+    ("ties", {"density": 0.2}),
+    ("ties", {"density": 0.35, "scale": 0.7}),
+    ("ties", {"density": 1.0}),
+    ("breadcrumbs", {"density": 0.2, "gamma": 0.01}),
+    ("breadcrumbs", {"density": 0.3, "gamma": 0.0, "scale": 1.3}),
+    ("dare", {"density": 0.5}),
+    ("dare", {"density": 0.3, "scale": 0.8, "seed": 4}),
+    ("della", {"density": 0.4}),
+    ("della", {"density": 0.6, "epsilon": 0.3, "scale": 0.9}),
+    ("della", {"density": 0.5, "epsilon": 0.0}),
+]
+SHAPES = [(7,), (33, 65), (5 * _SAMPLE // 256, 256)]  # the last one samples a bracket
+
+
+def _pair(shape, dtype, clumped: bool, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    base = (torch.randn(shape, generator=g) * 0.02).to(dtype)
+    noise = torch.randn(shape, generator=g) * 1e-3
+    if clumped:  # few distinct |Δ|: many ties at every threshold
+        noise = noise.mul(2000).round().div(2000)
+    return base, (base.float() + noise).to(dtype)
+
+
+def _bits(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1).view(torch.uint8)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("method,params", CASES)
+def test_fused_equals_torch_path(method, params, dtype):
+    spec = get_method(method)
+    p = make_params(spec, params)
+    for shape in SHAPES:
+        for clumped in (False, True):
+            base, tuned = _pair(shape, dtype, clumped)
+            assert kernels.usable(base, tuned, MergeContext())
+            ref = spec.fn(base.clone(), tuned.clone(), p,
+                          MergeContext(seed=3, name="w", kernels="torch"))
+            got = spec.fn(base.clone(), tuned.clone(), p, MergeContext(seed=3, name="w"))
+            assert torch.equal(_bits(got), _bits(ref)), (method, params, dtype, shape, clumped)
+
+
+def test_topk_tie_quota_spans_blocks():
+    """All |Δ| equal: the top k are the first k entries by index, across many blocks."""
+    n = 3 * kernels.BLOCK + 17
+    base = torch.zeros(n, dtype=torch.bfloat16)
+    tuned = torch.full((n,), 0.5, dtype=torch.bfloat16)
+    k = kernels.BLOCK + 5
+    got = kernels.topk_band_merge(base, tuned.clone(), k, 0, 1.0)
+    assert torch.equal(got[:k], tuned[:k]) and not got[k:].any()
+    got = kernels.topk_band_merge(base, tuned.clone(), k, 7, 1.0)  # breadcrumbs: drop the top 7
+    assert not got[:7].any() and torch.equal(got[7:k], tuned[7:k]) and not got[k:].any()
+
+
+def test_float16_round_trip_matches_torch():
+    """Every float16 bit pattern decodes as torch does; float32 values (normal, subnormal,
+    halfway, overflow, inf, nan) round to float16 as torch does."""
+    every = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(torch.float16)
+    decoded = torch.empty(every.shape, dtype=torch.float32)
+    _load_all(kernels.storage(every), kernels.storage(decoded))
+    assert torch.equal(decoded.isnan(), every.float().isnan())
+    ok = ~every.isnan()
+    assert torch.equal(_bits(decoded[ok]), _bits(every[ok].float()))
+    g = torch.Generator().manual_seed(1)
+    values = torch.randint(0, 2 ** 31, (1 << 16,), generator=g,
+                           dtype=torch.int64).to(torch.int32).view(torch.float32)
+    values = values[torch.isfinite(values)]
+    values = torch.cat([values * 1e-30, -values * 1e-35, values, torch.tensor(
+        [65504.0, 65519.99, 65520.0, 1e6, float("inf"), -float("inf"), float("nan"), 2 ** -25,
+         3 * 2 ** -26, 2 ** -24 * 1.5, -2 ** -24 * 2.5, 6.1e-5, 0.0, -0.0])])
+    got = torch.empty_like(values, dtype=torch.float16)
+    _store_all(kernels.storage(values), kernels.storage(got))
+    want = values.to(torch.float16)
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(_bits(got[~want.isnan()]), _bits(want[~want.isnan()]))
+
+
+def _store_all(src, dst):
+    from numba import njit
+
+    @njit
+    def run(src, dst):
+        for i in range(src.size):
+            dst[i] = kernels._store(src[i], dst)
+    run(src, dst)
+
+
+def _load_all(src, dst):
+    from numba import njit
+
+    @njit
+    def run(src, dst):
+        for i in range(src.size):
+            dst[i] = kernels._load(src[i])
+    run(src, dst)
+
+
+def test_bfloat16_rounding_matches_torch():
+    g = torch.Generator().manual_seed(2)
+    values = torch.randint(-2 ** 31, 2 ** 31 - 1, (1 << 16,), generator=g,
+                           dtype=torch.int64).to(torch.int32).view(torch.float32)
+    values = values[~torch.isnan(values)]
+    got = torch.empty_like(values, dtype=torch.bfloat16)
+    _store_all(kernels.storage(values), kernels.storage(got))
+    assert torch.equal(_bits(got), _bits(values.to(torch.bfloat16)))
+
+
+def test_draws_same_in_numba_and_torch():
+    from numba import njit
+
+    @njit
+    def draws(seed, idx, out):
+        for j in range(idx.size):
+            out[j] = kernels._uniform(seed, idx[j])
+
+    idx = np.array([0, 1, 2, 1000, 2 ** 31 + 5, 2 ** 40 + 3], np.int64)
+    for name in ("a", "model.layers.0.mlp.up_proj.weight"):
+        seed = tensor_seed(12345, name)
+        out = np.empty(idx.size, np.float32)
+        draws(np.uint64(seed), idx, out)
+        want = torch.stack([uniform_range(seed, int(i), 1, "cpu")[0] for i in idx])
+        assert torch.equal(torch.from_numpy(out), want)
+
+
+def test_draw_stream_chunks_and_distribution():
+    x = torch.empty(3, 1000)
+    whole = uniform_like(x, 7, "t")
+    s = UniformStream(7, "t", torch.device("cpu"))
+    assert torch.equal(torch.cat([s.next(1), s.next(999), s.next(2000)]), whole.reshape(-1))
+    assert not torch.equal(whole, uniform_like(x, 8, "t"))
+    assert not torch.equal(whole, uniform_like(x, 7, "u"))
+    u = uniform_range(tensor_seed(0, "big"), 0, 1 << 20, "cpu")
+    assert u.min() >= 0 and u.max() < 1
+    assert abs(float(u.mean()) - 0.5) < 2e-3
+    counts = torch.histc(u, bins=16, min=0, max=1)
+    assert float((counts - counts.mean()).abs().max()) < 5 * counts.mean() ** 0.5
+
+
+def test_kernels_torch_setting_is_respected():
+    base, tuned = _pair((8, 8), torch.bfloat16, False)
+    assert not kernels.usable(base, tuned, MergeContext(kernels="torch"))
+    assert not kernels.usable(base.float(), tuned, MergeContext())  # mixed dtypes
+    assert not kernels.usable(base.t(), tuned.t(), MergeContext())  # not contiguous
