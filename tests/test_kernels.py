@@ -11,7 +11,7 @@ from harness.merge import kernels
 from harness.merge.randomness import UniformStream, tensor_seed, uniform_like, uniform_range
 from harness.merge.registry import get_method, make_params
 from harness.merge.select import _SAMPLE
-from harness.merge.stream import MergeContext
+from harness.merge.stream import MergeContext, fused_ok
 
 CASES = [
     ("ties", {"density": 0.2}),
@@ -49,7 +49,7 @@ def test_fused_equals_torch_path(method, params, dtype):
     for shape in SHAPES:
         for clumped in (False, True):
             base, tuned = _pair(shape, dtype, clumped)
-            assert kernels.usable(base, tuned, MergeContext())
+            assert fused_ok(base, tuned, MergeContext())
             ref = spec.fn(base.clone(), tuned.clone(), p,
                           MergeContext(seed=3, name="w", kernels="torch"))
             got = spec.fn(base.clone(), tuned.clone(), p, MergeContext(seed=3, name="w"))
@@ -154,6 +154,6 @@ def test_draw_stream_chunks_and_distribution():
 
 def test_kernels_torch_setting_is_respected():
     base, tuned = _pair((8, 8), torch.bfloat16, False)
-    assert not kernels.usable(base, tuned, MergeContext(kernels="torch"))
-    assert not kernels.usable(base.float(), tuned, MergeContext())  # mixed dtypes
-    assert not kernels.usable(base.t(), tuned.t(), MergeContext())  # not contiguous
+    assert not fused_ok(base, tuned, MergeContext(kernels="torch"))
+    assert not fused_ok(base.float(), tuned, MergeContext())  # mixed dtypes
+    assert not fused_ok(base.t(), tuned.t(), MergeContext())  # not contiguous

@@ -24,9 +24,10 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
+from harness.merge.stream import FUSED_DTYPES as DTYPES
+
 BLOCK = 1 << 16  # entries per selection block (per-block counts, tie quotas)
 ROW_BLOCK = 16  # rows per della task
-DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
 # ---- bit-level helpers ---------------------------------------------------------------------
@@ -323,15 +324,6 @@ def della_merge(base, tuned, m, seed, density, epsilon, step, offset, scale):
 
 
 # ---- torch-facing helpers --------------------------------------------------------------------
-
-def usable(base: torch.Tensor, tuned: torch.Tensor, ctx) -> bool:
-    """Whether the fused kernels take this pair: CPU, contiguous, one of DTYPES for both, not
-    disabled (merge.kernels=torch)."""
-    return (getattr(ctx, "kernels", "auto") != "torch"
-            and base.device.type == "cpu" and tuned.device.type == "cpu"
-            and base.dtype == tuned.dtype and base.dtype in DTYPES
-            and base.is_contiguous() and tuned.is_contiguous() and base.numel() > 0)
-
 
 def storage(x: torch.Tensor) -> np.ndarray:
     """The flat numpy view of a tensor's storage the kernels read: bfloat16 → uint16,

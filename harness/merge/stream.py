@@ -51,6 +51,19 @@ def scratch(slot: int, n: int, device: torch.device, dtype=torch.float32) -> tor
     return buf[:n]
 
 
+FUSED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def fused_ok(base: torch.Tensor, tuned: torch.Tensor, ctx: MergeContext) -> bool:
+    """Whether the fused CPU kernels (harness/merge/kernels.py, imported only when used: numba
+    costs ~0.3 s to import) take this pair: CPU, contiguous, both of one FUSED_DTYPES dtype, not
+    disabled by merge.kernels=torch."""
+    return (ctx.kernels != "torch"
+            and base.device.type == "cpu" and tuned.device.type == "cpu"
+            and base.dtype == tuned.dtype and base.dtype in FUSED_DTYPES
+            and base.is_contiguous() and tuned.is_contiguous() and base.numel() > 0)
+
+
 def release_scratch() -> None:
     """Free this thread's scratch buffers (after a merge)."""
     _LOCAL.buffers = {}

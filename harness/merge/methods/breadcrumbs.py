@@ -9,10 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.merge import kernels
 from harness.merge.registry import check_range, register
 from harness.merge.select import DeltaTopK
-from harness.merge.stream import MergeContext, abs_delta, lerp_into, scratch
+from harness.merge.stream import MergeContext, abs_delta, fused_ok, lerp_into, scratch
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,9 @@ def merge_breadcrumbs(base: torch.Tensor, tuned: torch.Tensor, p: BreadcrumbsPar
     n = base.numel()
     g = int(round(p.gamma * n))
     k = int(round(p.density * n))
-    if kernels.usable(base, tuned, ctx):
+    if fused_ok(base, tuned, ctx):
+        from harness.merge import kernels
+
         return kernels.topk_band_merge(base, tuned, min(n, g + k), g, p.scale)
     top = DeltaTopK(base, tuned, [min(n, g + k), g], ctx)
 

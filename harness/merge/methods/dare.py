@@ -9,10 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.merge import kernels
 from harness.merge.randomness import UniformStream, tensor_seed
 from harness.merge.registry import check_range, register
-from harness.merge.stream import MergeContext, lerp_into, scratch
+from harness.merge.stream import MergeContext, fused_ok, lerp_into, scratch
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,9 @@ class DareParams:
 def merge_dare(base: torch.Tensor, tuned: torch.Tensor, p: DareParams,
                ctx: MergeContext) -> torch.Tensor:
     """Written over `tuned`; u as in `uniform_like` of the whole tensor."""
-    if kernels.usable(base, tuned, ctx):
+    if fused_ok(base, tuned, ctx):
+        from harness.merge import kernels
+
         return kernels.dare(base, tuned, tensor_seed(ctx.seed + p.seed, ctx.name), p.density,
                             p.scale)
     u = UniformStream(ctx.seed + p.seed, ctx.name, base.device)

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.merge import kernels
 from harness.merge.randomness import UniformStream, tensor_seed
 from harness.merge.registry import check_range, register
 from harness.merge.select import row_order
-from harness.merge.stream import MergeContext, abs_delta, lerp_into
+from harness.merge.stream import MergeContext, abs_delta, fused_ok, lerp_into
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,9 @@ def merge_della(base: torch.Tensor, tuned: torch.Tensor, p: DellaParams,
                 ctx: MergeContext) -> torch.Tensor:
     """Written over `tuned`, a chunk of whole rows at a time; u as in `uniform_like` of the whole
     tensor."""
-    if kernels.usable(base, tuned, ctx):
+    if fused_ok(base, tuned, ctx):
+        from harness.merge import kernels
+
         return kernels.della(base, tuned, tensor_seed(ctx.seed + p.seed, ctx.name), p.density,
                              p.epsilon, p.scale)
     u = UniformStream(ctx.seed + p.seed, ctx.name, base.device)

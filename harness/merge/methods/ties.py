@@ -9,10 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.merge import kernels
 from harness.merge.registry import check_range, register
 from harness.merge.select import DeltaTopK
-from harness.merge.stream import MergeContext, abs_delta, lerp_into, scratch
+from harness.merge.stream import MergeContext, abs_delta, fused_ok, lerp_into, scratch
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,9 @@ def merge_ties(base: torch.Tensor, tuned: torch.Tensor, p: TiesParams,
                ctx: MergeContext) -> torch.Tensor:
     """base + scale·Δ on the top-k |Δ| entries, base elsewhere (written over `tuned`)."""
     k = int(round(p.density * base.numel()))
-    if kernels.usable(base, tuned, ctx):
+    if fused_ok(base, tuned, ctx):
+        from harness.merge import kernels
+
         return kernels.topk_band_merge(base, tuned, k, 0, p.scale)
     top = DeltaTopK(base, tuned, [k], ctx)
 
