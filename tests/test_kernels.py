@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from harness.merge import kernels
+from harness.merge.fused import fused_ok, preload
 from harness.merge.randomness import UniformStream, tensor_seed, uniform_like, uniform_range
 from harness.merge.registry import get_method, make_params
 from harness.merge.select import _SAMPLE
-from harness.merge.stream import MergeContext, fused_ok
+from harness.merge.stream import MergeContext
 
 CASES = [
     ("ties", {"density": 0.2}),
@@ -26,6 +27,8 @@ CASES = [
     ("della", {"density": 0.5, "epsilon": 0.0}),
 ]
 SHAPES = [(7,), (33, 65), (5 * _SAMPLE // 256, 256)]  # the last one samples a bracket
+FAMILY = {"ties": "topk", "breadcrumbs": "topk", "dare": "dare", "della": "della"}
+FUSED = MergeContext(kernels="fused")
 
 
 def _pair(shape, dtype, clumped: bool, seed: int = 0):
@@ -49,10 +52,11 @@ def test_fused_equals_torch_path(method, params, dtype):
     for shape in SHAPES:
         for clumped in (False, True):
             base, tuned = _pair(shape, dtype, clumped)
-            assert fused_ok(base, tuned, MergeContext())
+            assert fused_ok(base, tuned, FUSED, FAMILY[method])
             ref = spec.fn(base.clone(), tuned.clone(), p,
                           MergeContext(seed=3, name="w", kernels="torch"))
-            got = spec.fn(base.clone(), tuned.clone(), p, MergeContext(seed=3, name="w"))
+            got = spec.fn(base.clone(), tuned.clone(), p,
+                          MergeContext(seed=3, name="w", kernels="fused"))
             assert torch.equal(_bits(got), _bits(ref)), (method, params, dtype, shape, clumped)
 
 
@@ -152,8 +156,71 @@ def test_draw_stream_chunks_and_distribution():
     assert float((counts - counts.mean()).abs().max()) < 5 * counts.mean() ** 0.5
 
 
-def test_kernels_torch_setting_is_respected():
+def test_kernels_setting_is_respected():
     base, tuned = _pair((8, 8), torch.bfloat16, False)
-    assert not fused_ok(base, tuned, MergeContext(kernels="torch"))
-    assert not fused_ok(base.float(), tuned, MergeContext())  # mixed dtypes
-    assert not fused_ok(base.t(), tuned.t(), MergeContext())  # not contiguous
+    assert not fused_ok(base, tuned, MergeContext(kernels="torch"), "topk")
+    assert not fused_ok(base.float(), tuned, FUSED, "topk")  # mixed dtypes
+    assert not fused_ok(base.t(), tuned.t(), FUSED, "topk")  # not contiguous
+    half = base.to(torch.float16)
+    assert not fused_ok(half, half, MergeContext(), "dare")  # auto: not loaded yet
+    thread = preload("dare", [torch.float16, torch.int64])
+    thread.join()
+    assert fused_ok(half, half, MergeContext(), "dare")
+    assert preload("dare", [torch.float16]) is None  # already loaded
+
+
+def _topk_reference(base, tuned, k_keep, k_drop, scale):
+    spec = get_method("breadcrumbs")
+    n = base.numel()
+    p = make_params(spec, {"density": (k_keep - k_drop) / n, "gamma": k_drop / n,
+                           "scale": scale})
+    return spec.fn(base.clone(), tuned.clone(), p, MergeContext(kernels="torch"))
+
+
+@pytest.mark.parametrize("dtype,grid,path", [(torch.bfloat16, 0.0, None),
+                                             (torch.bfloat16, 1e-4, "counted"),
+                                             (torch.float32, 0.0, "deferred"),
+                                             (torch.float32, -1, "deferred")])
+def test_subband_paths_are_exact(dtype, grid, path):
+    """Large tensors merge by the sub-band path with exactly the torch path's bits: by counted
+    tie quotas when the k-th |Δ| is a repeated value (bfloat16: differences repeat; grid > 0
+    rounds Δ to a grid: heavy ties), by deferred entries when values are distinct (float32),
+    also when a few share the k-th value (grid = -1), and when breadcrumbs' two sub-bands
+    overlap."""
+    base, tuned = _pair((9 * _SAMPLE // 256, 256), dtype, False, seed=5)
+    if grid < 0:  # six more entries with exactly the k-th largest |Δ| of the top fifth
+        kth = (tuned - base).abs().reshape(-1).topk(base.numel() // 5).values[-1]
+        base.view(-1)[7:4000:666] = 0.0
+        tuned.view(-1)[7:4000:666] = kth
+    elif grid:
+        tuned = (base.float() + ((tuned.float() - base.float()) / grid).round() * grid).to(dtype)
+    n = base.numel()
+    for k_keep, k_drop, scale in [(n // 5, 0, 1.0), (n // 5, n // 100, 0.7),
+                                  (n // 5, n // 5 - 3, 1.0), (n // 2 + 1, n // 2, 1.0),
+                                  (n, n // 10, 1.0)]:
+        want = _topk_reference(base, tuned, k_keep, k_drop, scale)
+        got = tuned.clone()
+        took = kernels.subband_merge(kernels.storage(base), kernels.storage(got), k_keep,
+                                     k_drop, scale)
+        assert took == path or (path is None and took), (dtype, grid, k_keep, k_drop, took)
+        assert torch.equal(_bits(got), _bits(want)), (dtype, grid, k_keep, k_drop)
+    d = (tuned.float() - base.float()).abs().reshape(-1)
+    tied = int((d == d.topk(n // 5).values[-1]).sum())
+    assert (tied > 1) == (dtype == torch.bfloat16 or grid != 0)
+
+
+def test_subband_bracket_miss_falls_back(monkeypatch):
+    """A sample whose bracket misses the k-th |Δ| makes the sub-band path decline before it
+    writes anything; the band path then gives the exact result."""
+    base, tuned = _pair((9 * _SAMPLE // 256, 256), torch.bfloat16, False, seed=6)
+    n = base.numel()
+    want = _topk_reference(base, tuned, n // 5, n // 50, 1.0)
+    for fill in (0, np.iinfo(np.int32).max - 1):  # a bracket wholly below / above the k-th key
+        monkeypatch.setattr(kernels, "sample_keys",
+                            lambda b, t, seed, m, fill=fill: np.full(m, fill, np.int32))
+        got = tuned.clone()
+        assert kernels.subband_merge(kernels.storage(base), kernels.storage(got), n // 5,
+                                     n // 50, 1.0) == ""
+        assert torch.equal(_bits(got), _bits(tuned))  # nothing written
+        got = kernels.topk_band_merge(base, tuned.clone(), n // 5, n // 50, 1.0)
+        assert torch.equal(_bits(got), _bits(want))

@@ -96,6 +96,23 @@ def test_streaming_equals_in_memory_merge_other_layouts(tmp_path, request, tiny_
         assert torch.equal(got[name], want[name]), name
 
 
+@pytest.mark.parametrize("method", ["ties", "breadcrumbs", "dare", "della"])
+def test_kernel_settings_give_the_same_files(tmp_path, tiny_llama, tiny_llava_new, method):
+    """merge.kernels=torch, fused and auto (fused once loaded in the background) write the same
+    bytes; an unknown setting is a ConfigError naming the valid ones."""
+    files = {}
+    for kernels in ("torch", "fused", "auto"):
+        out = tmp_path / kernels
+        merge_checkpoints(tiny_llama, tiny_llava_new, method, METHODS[method], out=out,
+                          progress=False, kernels=kernels)
+        files[kernels] = {f.name: f.read_bytes()
+                          for f in sorted((out / "mllm").glob("*.safetensors"))}
+    assert files["torch"] and files["fused"] == files["torch"] == files["auto"]
+    with pytest.raises(ConfigError, match="auto, fused, torch"):
+        merge_checkpoints(tiny_llama, tiny_llava_new, method, out=tmp_path / "x",
+                          progress=False, kernels="numba")
+
+
 @pytest.mark.parametrize("fixture", ["tiny_llava_new", "tiny_llava_old", "tiny_llava_next"])
 def test_outputs_load_and_run(tmp_path, request, tiny_llama, fixture):
     from PIL import Image

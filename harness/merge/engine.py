@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from harness.errors import ConfigError, MergeError
 from harness.merge.buffers import BufferPool
+from harness.merge.fused import KERNEL_SETTINGS, preload
 from harness.merge.neurons import parse_role
 from harness.merge.outputs import (
     check_free_disk,
@@ -39,7 +40,7 @@ from harness.merge.randomness import DRAWS
 from harness.merge.registry import get_method, make_params
 from harness.merge.report import MERGE_JSON, identity_digest, load_merge_report, merge_lock
 from harness.merge.stream import MergeContext, release_scratch
-from harness.models.checkpoint import CheckpointReader, PlannedWriter
+from harness.models.checkpoint import TORCH_DTYPES, CheckpointReader, PlannedWriter
 from harness.models.keymap import TensorPlan, detect_layout, plan_tensors
 from harness.models.pair import is_multimodal, read_config, resolve_model
 
@@ -77,8 +78,10 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
         memory_mb: budget of the tensor buffers (read, merged in place, written); a larger
             unit than the budget still runs, alone.
         progress: show a progress bar.
-        kernels: `auto` (fused numba kernels on CPU where they apply, harness/merge/kernels.py)
-            or `torch` (the chunked torch path everywhere); both give the same bits.
+        kernels: `auto` (fused numba kernels on CPU where they apply, loaded in the background
+            meanwhile the torch path runs), `fused` (always, loaded on first use) or `torch`
+            (the chunked torch path everywhere); all give the same bits
+            (harness/merge/fused.py, harness/merge/kernels.py).
 
     Returns:
         The merge report (what merge.json holds).
@@ -89,10 +92,14 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
     p = make_params(spec, params)
     base_dir, tuned_dir = resolve_model(base), resolve_model(mllm)
     dev = pick_device(device)
-    if kernels not in ("auto", "torch"):
-        raise ConfigError(f"merge.kernels={kernels!r} is not valid; choose auto or torch")
+    if kernels not in KERNEL_SETTINGS:
+        raise ConfigError(f"merge.kernels={kernels!r} is not valid; choose one of "
+                          f"{', '.join(KERNEL_SETTINGS)}")
     out = Path(out)
     base_reader, tuned_reader = CheckpointReader(base_dir), CheckpointReader(tuned_dir)
+    if kernels == "auto" and dev.type == "cpu":  # loads while the merge starts on the torch path
+        preload(spec.fused, {TORCH_DTYPES.get(tuned_reader.dtype_name(n))
+                             for n in tuned_reader.names()})
     identity = {
         "method": method, "params": dataclasses.asdict(p), "seed": int(seed),
         "base": {"path": str(base_dir), "files": base_reader.identity()},

@@ -18,16 +18,26 @@ use on a machine compiles each one it needs (a few seconds).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
+import numba
 import numpy as np
 import torch
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from harness.merge.stream import FUSED_DTYPES as DTYPES
+from harness.merge.fused import FUSED_DTYPES as DTYPES
+from harness.merge.select import _SAMPLE, delta_brackets
 
 BLOCK = 1 << 16  # entries per selection block (per-block counts, tie quotas)
 ROW_BLOCK = 16  # rows per della task
+SUB = 256  # entries per vectorised sub-block of the sub-band passes
+CUTS = 5  # sample values that cut each bracket into sub-bands (two count edges each)
+DEFER_SHARE = 1 / 16  # most entries a sub-band merge may defer before the band path takes over
+_I32MAX = np.iinfo(np.int32).max
+SERIAL_BELOW = 1 << 18  # entries: smaller tensors run on one thread
 
 
 # ---- bit-level helpers ---------------------------------------------------------------------
@@ -134,13 +144,18 @@ def _key(b, t):
 
 
 @njit
-def _uniform(seed, i):
-    """The i-th U[0,1) float32 draw of SplitMix64 seeded with `seed` (see randomness.py)."""
+def _mix(seed, i):
+    """The i-th 64-bit output of SplitMix64 seeded with `seed` (see randomness.py)."""
     z = seed + np.uint64(i + 1) * np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return np.float32(z >> np.uint64(40)) * np.float32(5.960464477539063e-08)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit
+def _uniform(seed, i):
+    """The i-th U[0,1) float32 draw of SplitMix64 seeded with `seed` (see randomness.py)."""
+    return np.float32(_mix(seed, i) >> np.uint64(40)) * np.float32(5.960464477539063e-08)
 
 
 # ---- kernels -------------------------------------------------------------------------------
@@ -164,7 +179,7 @@ def _band_block(base, tuned, klo, khi, buf, at, cap):
     return above, c
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def band_pass(base, tuned, klo, khi, cap):
     """Per block of BLOCK entries: how many |Δ| keys are > khi, and the keys in [klo, khi]
     (at most `cap` per block are kept; counts[j] > cap means that block overflowed)."""
@@ -213,7 +228,7 @@ def _select_block(base, tuned, thr, v, quota, scale):
         tuned[i] = _store(_lerp(b, t, w), tuned)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def select_merge(base, tuned, thr, v, quota, scale):
     """tuned ← lerp(base, tuned, scale·[in selection 0 and not in selection 1]) per block; thr,
     v, quota are (blocks, 2) arrays of the per-block rule of `_select_block`."""
@@ -224,7 +239,116 @@ def select_merge(base, tuned, thr, v, quota, scale):
         _select_block(base[lo:hi], tuned[lo:hi], thr[j], v[j], quota[j], scale)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
+def sample_keys(base, tuned, seed, m):
+    """The |Δ| keys (int32) of m entries drawn uniformly (SplitMix64 from `seed`)."""
+    n = base.size
+    out = np.empty(m, np.int32)
+    for i in range(m):
+        u = np.float64(_mix(seed, i) >> np.uint64(11)) * 1.1102230246251565e-16  # 2^-53
+        j = min(n - 1, np.int64(u * n))
+        out[i] = np.int32(_key(_load(base[j]), _load(tuned[j])))
+    return out
+
+
+@njit
+def _count_above(keys, m, thr):
+    # int32 sums truncated at every step: numba would widen them to int64 (4 lanes, not 8)
+    c = np.int32(0)
+    for i in range(m):
+        c = np.int32(c + np.int32(keys[i] > thr))
+    return c
+
+
+@njit(cache=True)
+def _count_block(base, tuned, edges, keys, out):
+    # keys of SUB entries at a time (vectorised), then one vectorised compare-count per edge
+    n = base.size
+    for s in range(0, n, SUB):
+        b = base[s:s + SUB]
+        t = tuned[s:s + SUB]
+        for i in range(b.size):
+            keys[i] = np.int32(_key(_load(b[i]), _load(t[i])))
+        for e in range(edges.size):
+            out[e] += _count_above(keys, b.size, edges[e])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def count_pass(base, tuned, edges):
+    """counts[j, e] = how many |Δ| keys of block j are > edges[e] (read-only, no branches)."""
+    n = base.size
+    nblk = (n + BLOCK - 1) // BLOCK
+    counts = np.zeros((nblk, edges.size), np.int64)
+    for j in prange(nblk):
+        keys = np.empty(SUB, np.int32)
+        lo, hi = j * BLOCK, min(n, (j + 1) * BLOCK)
+        _count_block(base[lo:hi], tuned[lo:hi], edges, keys, counts[j])
+    return counts
+
+
+@njit(cache=True)
+def _defer_block(base, tuned, at, bands, scale, keys, pos, dkeys, c):
+    lo0, hi0, lo1, hi1 = bands[0], bands[1], bands[2], bands[3]
+    n = base.size
+    for s in range(0, n, SUB):
+        b = base[s:s + SUB]
+        t = tuned[s:s + SUB]
+        nd = np.int32(0)
+        for i in range(b.size):  # vectorised: merge the decided entries, keep the deferred
+            bf = _load(b[i])
+            tf = _load(t[i])
+            k = np.int32(_key(bf, tf))
+            keys[i] = k
+            d = ((k > lo0) & (k <= hi0)) | ((k > lo1) & (k <= hi1))
+            w = scale if (k > hi0) & (k <= hi1) else np.float32(0.0)
+            new = _store(_lerp(bf, tf, w), t)
+            t[i] = t[i] if d else new
+            nd = np.int32(nd + np.int32(d))
+        if nd > 0:  # rare: note the deferred entries, in index order
+            for i in range(b.size):
+                k = keys[i]
+                if ((k > lo0) & (k <= hi0)) | ((k > lo1) & (k <= hi1)):
+                    pos[c] = at + s + i
+                    dkeys[c] = k
+                    c += 1
+    return c
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def defer_merge(base, tuned, bands, scale, offsets, pos, dkeys):
+    """tuned ← lerp(base, tuned, scale·[key > hi0 and key ≤ hi1]) except the entries whose key
+    lies in band 0 (lo0, hi0] or band 1 (lo1, hi1] (bands = [lo0, hi0, lo1, hi1]): those stay,
+    and their flat index and key go to pos, dkeys from offsets[j] on for block j."""
+    n = base.size
+    nblk = (n + BLOCK - 1) // BLOCK
+    for j in prange(nblk):
+        keys = np.empty(SUB, np.int32)
+        lo, hi = j * BLOCK, min(n, (j + 1) * BLOCK)
+        _defer_block(base[lo:hi], tuned[lo:hi], lo, bands, scale, keys, pos, dkeys, offsets[j])
+
+
+@njit(cache=True, nogil=True)
+def settle_deferred(base, tuned, pos, dkeys, v0, miss0, v1, miss1, scale):
+    """Merge the deferred entries (in index order) by the exact rules: in selection s when
+    key > v_s, or key == v_s among the first miss_s such entries."""
+    took0 = 0
+    took1 = 0
+    for c in range(pos.size):
+        k = dkeys[c]
+        in0 = k > v0
+        if not in0 and k == v0 and took0 < miss0:
+            in0 = True
+            took0 += 1
+        in1 = k > v1
+        if not in1 and k == v1 and took1 < miss1:
+            in1 = True
+            took1 += 1
+        w = scale if in0 and not in1 else np.float32(0.0)
+        i = pos[c]
+        tuned[i] = _store(_lerp(_load(base[i]), _load(tuned[i]), w), tuned)
+
+
+@njit(parallel=True, cache=True, nogil=True)
 def dare_merge(base, tuned, seed, density, wkeep):
     """tuned ← lerp(base, tuned, wkeep·[u_i < density]), u_i the tensor's i-th draw."""
     for i in prange(base.size):
@@ -305,7 +429,7 @@ def _della_row(base, tuned, at, seed, density, ranked, step, offset, scale, keys
         tuned[c] = _store(_lerp(_load(base[c]), _load(tuned[c]), w), tuned)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def della_merge(base, tuned, m, seed, density, epsilon, step, offset, scale):
     """Per row of m entries: rank r of |Δ| (stable), p_r = r·step + offset (float32), keep with
     u < p_r, weight scale·1/p_r; tuned ← lerp(base, tuned, w). epsilon = 0 or m = 1: p = density."""
@@ -324,6 +448,22 @@ def della_merge(base, tuned, m, seed, density, epsilon, step, offset, scale):
 
 
 # ---- torch-facing helpers --------------------------------------------------------------------
+
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Run a small tensor's kernels on one thread: a parallel region ends only when every
+    thread has finished, and with the reader and writer threads busy a worker can wait a whole
+    scheduler slice (measured ~5 ms per 2048-entry tensor, against 0.2 ms alone)."""
+    if n >= SERIAL_BELOW:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
 
 def storage(x: torch.Tensor) -> np.ndarray:
     """The flat numpy view of a tensor's storage the kernels read: bfloat16 → uint16,
@@ -383,21 +523,14 @@ def _block_rules(b: np.ndarray, t: np.ndarray, k: int, bracket: tuple[float, flo
     v = int(np.partition(band, band.size - r)[band.size - r])
     greater = total_above + int(np.count_nonzero(band > v))
     missing = k - greater  # entries equal to v still to take, by lower index first
-    thr = np.full(nblk, v, np.int64)
-    quota = np.full(nblk, -1, np.int64)
-    if missing > 0:
-        eq = np.array([np.count_nonzero(b == v) for b in per_block], np.int64)
-        left = missing - (np.cumsum(eq) - eq)
-        thr[left >= eq] = v - 1  # every tie of the block is taken
-        partial = (left > 0) & (left < eq)
-        quota[partial] = left[partial]
+    eq = np.array([np.count_nonzero(b == v) for b in per_block] if missing > 0 else [0] * nblk,
+                  np.int64)
+    thr, quota = tie_rule(eq, v, missing)
     return thr, v, quota
 
 
 def _band_share(n: int, k: int) -> float:
     """Expected share of entries inside a sample bracket (see select.delta_brackets)."""
-    from harness.merge.select import _SAMPLE
-
     q = 1.0 - k / n
     margin = 4.0 * (q * (1 - q) / _SAMPLE) ** 0.5 + 2.0 / _SAMPLE
     return min(1.0, 2 * margin + 4.0 / _SAMPLE)
@@ -406,9 +539,21 @@ def _band_share(n: int, k: int) -> float:
 def topk_band_merge(base: torch.Tensor, tuned: torch.Tensor, k_keep: int, k_drop: int,
                     scale: float) -> torch.Tensor:
     """tuned ← base + scale·Δ on the entries in the top k_keep of |Δ| but not in the top k_drop
-    (ties by lower index first), base elsewhere; ties uses k_drop = 0."""
-    from harness.merge.select import delta_brackets
+    (ties by lower index first), base elsewhere; ties uses k_drop = 0.
 
+    Sampled tensors take the sub-band path (`subband_merge`); small ones, and the rare tensor
+    whose sample bracket misses or whose sub-band is crowded by ties, the band path."""
+    b, t = storage(base), storage(tuned)
+    with _threads(b.size):
+        if b.size > 4 * _SAMPLE and subband_merge(b, t, k_keep, k_drop, scale):
+            return tuned
+        _band_merge(base, tuned, k_keep, k_drop, scale)
+    return tuned
+
+
+def _band_merge(base: torch.Tensor, tuned: torch.Tensor, k_keep: int, k_drop: int,
+                scale: float) -> None:
+    """The band path of `topk_band_merge`: exact for any tensor, two passes plus a partition."""
     b, t = storage(base), storage(tuned)
     nblk = (b.size + BLOCK - 1) // BLOCK
     brackets = delta_brackets(base, tuned, {s: k for s, k in enumerate((k_keep, k_drop))
@@ -419,14 +564,135 @@ def topk_band_merge(base: torch.Tensor, tuned: torch.Tensor, k_keep: int, k_drop
     v = np.array([[r[1] for r in rules]] * nblk, np.int64)
     quota = np.stack([r[2] for r in rules], axis=1)
     select_merge(b, t, thr, v, quota, np.float32(scale))
-    return tuned
+
+
+def subband_edges(sample: np.ndarray, n: int, ks: list[int]) -> np.ndarray:
+    """Increasing int32 key thresholds around each k-th largest of n keys, from a sorted sample:
+    each sample bracket (as select.delta_brackets) is cut at CUTS sample values x, and both x − 1
+    and x become edges, so a value that is tied often enough to be cut gets a sub-band
+    (x − 1, x] of its own."""
+    m = sample.size
+    vals: set[int] = set()
+    for k in ks:
+        q = 1.0 - k / n
+        margin = 4.0 * (q * (1 - q) / m) ** 0.5 + 2.0 / m
+        lo = max(0, int((q - margin) * m))
+        hi = min(m - 1, int((q + margin) * m) + 1)
+        for c in range(CUTS):
+            x = int(sample[lo + (hi - lo) * c // (CUTS - 1)])
+            vals |= {x - 1, x}
+    return np.array(sorted(vals), np.int32)
+
+
+def tie_rule(eq: np.ndarray, v: int, missing: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-block (thr, quota) of "key > v, plus the first `missing` keys equal to v by index"
+    (eq: per-block count of keys equal to v), as `_select_block` reads them."""
+    thr = np.full(eq.size, v, np.int64)
+    quota = np.full(eq.size, -1, np.int64)
+    if missing > 0:
+        left = missing - (np.cumsum(eq) - eq)
+        thr[left >= eq] = v - 1  # every tie of the block is taken
+        partial = (left > 0) & (left < eq)
+        quota[partial] = left[partial]
+    return thr, quota
+
+
+def subband_merge(b: np.ndarray, t: np.ndarray, k_keep: int, k_drop: int, scale: float) -> str:
+    """The top-k merge of `topk_band_merge` in two passes over memory:
+
+    1. a random sample brackets each k-th largest key; `count_pass` counts, per block, the keys
+       above a few thresholds across the brackets (`subband_edges`; vectorised, read-only);
+    2. the counts name the sub-band (lo, hi] that holds each k-th key. If it is one value (the
+       usual case for bfloat16 models, whose |Δ| repeat), the counts give each block's tie
+       quota and `select_merge` merges in one pass. Otherwise `defer_merge` merges every entry
+       outside the sub-bands and notes the few inside them, which `settle_deferred` merges by
+       the exact k-th key, found among them.
+
+    Returns how it merged ("counted" or "deferred"), or "" having written nothing when a bracket
+    misses its k-th key or the sub-bands hold more than DEFER_SHARE of the entries: the band
+    path then runs."""
+    n = b.size
+    nblk = (n + BLOCK - 1) // BLOCK
+    ks = (k_keep, k_drop)
+    active = [s for s, k in enumerate(ks) if 0 < k < n]
+    edges = np.zeros(0, np.int32)
+    if active:
+        sample = np.sort(sample_keys(b, t, np.uint64(n * 31 + min(ks[s] for s in active)),
+                                     _SAMPLE))  # numpy's SIMD sort: ~10x numba's
+        edges = subband_edges(sample, n, [ks[s] for s in active])
+    counts = count_pass(b, t, edges)
+    total = counts.sum(axis=0)
+    thr = np.full((nblk, 2), _NONE, np.int64)  # "none" selects nothing
+    v = np.zeros((nblk, 2), np.int64)
+    quota = np.full((nblk, 2), -1, np.int64)
+    bands = [_I32MAX] * 4  # for defer_merge: slot s is (lo, hi] = bands[2s: 2s + 2]
+    cols: dict[int, tuple[int, int]] = {}  # slot → count columns of its lo and hi
+    above = [0, 0]
+    for s, k in enumerate(ks):
+        if k >= n:  # "all"
+            thr[:, s] = -1
+            bands[2 * s: 2 * s + 2] = [-1, -1]
+        if s not in active:
+            continue
+        if not total[-1] < k <= total[0]:
+            return ""  # the bracket missed the k-th key
+        j = int(np.nonzero(total >= k)[0][-1])  # total[j] ≥ k > total[j + 1]
+        lo, hi = int(edges[j]), int(edges[j + 1])
+        bands[2 * s: 2 * s + 2] = [lo, hi]
+        cols[s] = (j, j + 1)
+        above[s] = int(total[j + 1])
+        if hi == lo + 1:  # the k-th key is hi, and the counts give its ties per block
+            thr[:, s], quota[:, s] = tie_rule(counts[:, j] - counts[:, j + 1], hi, k - above[s])
+            v[:, s] = hi
+    if all(bands[2 * s + 1] == bands[2 * s] + 1 for s in cols):
+        select_merge(b, t, thr, v, quota, np.float32(scale))
+        return "counted"
+    per_block = _deferred_per_block(counts, bands, cols)
+    if per_block.sum() > DEFER_SHARE * n:
+        return ""
+    offsets = np.zeros(per_block.size, np.int64)
+    np.cumsum(per_block[:-1], out=offsets[1:])
+    pos = np.empty(int(per_block.sum()), np.int64)
+    dkeys = np.empty(pos.size, np.int32)
+    defer_merge(b, t, np.array(bands, np.int32), np.float32(scale), offsets, pos, dkeys)
+    rule = []
+    for s, k in enumerate(ks):
+        if s not in cols:
+            rule += [bands[2 * s + 1], 0]  # key > hi decides: no ties to take
+            continue
+        lo, hi = bands[2 * s: 2 * s + 2]
+        band = dkeys[(dkeys > lo) & (dkeys <= hi)]
+        r = k - above[s]  # rank of the k-th key among the band, from the top
+        kth = int(np.partition(band, band.size - r)[band.size - r])
+        rule += [kth, k - above[s] - int(np.count_nonzero(band > kth))]
+    settle_deferred(b, t, pos, dkeys, rule[0], rule[1], rule[2], rule[3], np.float32(scale))
+    return "deferred"
+
+
+def _deferred_per_block(counts: np.ndarray, bands: list[int],
+                        cols: dict[int, tuple[int, int]]) -> np.ndarray:
+    """Per block, how many keys lie in band 0 or band 1 (their union when they overlap)."""
+    def inside(c_lo: int, c_hi: int) -> np.ndarray:
+        return counts[:, c_lo] - counts[:, c_hi]
+
+    if len(cols) < 2:
+        return inside(*next(iter(cols.values()))) if cols else np.zeros(counts.shape[0],
+                                                                         np.int64)
+    (a_lo, a_hi), (b_lo, b_hi) = cols[0], cols[1]
+    lo0, hi0, lo1, hi1 = bands
+    if hi0 <= lo1 or hi1 <= lo0:  # disjoint
+        return inside(a_lo, a_hi) + inside(b_lo, b_hi)
+    c_lo = a_lo if lo0 <= lo1 else b_lo
+    c_hi = a_hi if hi0 >= hi1 else b_hi
+    return inside(c_lo, c_hi)
 
 
 def dare(base: torch.Tensor, tuned: torch.Tensor, seed: int, density: float,
          scale: float) -> torch.Tensor:
     """DARE over `tuned` (harness/merge/methods/dare.py), fused."""
-    dare_merge(storage(base), storage(tuned), np.uint64(seed), np.float32(density),
-               np.float32(scale / density))
+    with _threads(base.numel()):
+        dare_merge(storage(base), storage(tuned), np.uint64(seed), np.float32(density),
+                   np.float32(scale / density))
     return tuned
 
 
@@ -435,7 +701,25 @@ def della(base: torch.Tensor, tuned: torch.Tensor, seed: int, density: float, ep
     """DELLA over `tuned` (harness/merge/methods/della.py), fused."""
     m = tuned.shape[-1] if tuned.dim() > 0 else 1
     step = 2 * epsilon / (m - 1) if m > 1 else 0.0
-    della_merge(storage(base), storage(tuned), m, np.uint64(seed), np.float32(density),
-                np.float32(epsilon), np.float32(step), np.float32(density - epsilon),
-                np.float32(scale))
+    with _threads(base.numel()):
+        della_merge(storage(base), storage(tuned), m, np.uint64(seed), np.float32(density),
+                    np.float32(epsilon), np.float32(step), np.float32(density - epsilon),
+                    np.float32(scale))
     return tuned
+
+
+def warm(family: str, dtype: torch.dtype) -> None:
+    """Load (or compile into numba's on-disk cache) every kernel of `family` (topk, dare, della;
+    see harness/merge/fused.py) for `dtype`, by running it on small tensors."""
+    g = torch.Generator().manual_seed(0)
+    for shape in ((64,), (4 * _SAMPLE // 64 + 1, 64)):  # the band path; the sub-band path
+        base = torch.randn(shape, generator=g).to(dtype)
+        tuned = (base.float() + torch.randn(shape, generator=g)).to(dtype)
+        if family == "topk":
+            topk_band_merge(base, tuned, base.numel() // 5, base.numel() // 50, 1.0)
+        elif family == "dare":
+            dare(base, tuned, 1, 0.5, 1.0)
+        elif family == "della":
+            della(base, tuned, 1, 0.5, 0.1, 1.0)
+        else:
+            raise ValueError(f"unknown fused kernel family {family!r}")

@@ -16,7 +16,8 @@ class Method:
     `kind` is "tensor" (fn(base, tuned, params, ctx) writes the merged tensor over `tuned` and
     returns it; ctx is a harness.merge.stream.MergeContext) or "group" (neuron_fusion: a
     layer's matrix group at once). `reads_base=False` (the `mllm` identity) spares the engine
-    reading the base model.
+    reading the base model. `fused` names the family of fused CPU kernels the method uses
+    (harness/merge/fused.py), which the engine loads in the background.
     """
 
     name: str
@@ -25,15 +26,16 @@ class Method:
     kind: str = "tensor"
     stochastic: bool = False
     reads_base: bool = True
+    fused: str | None = None
 
 
 METHODS: dict[str, Method] = {}
 
 
 def register(name: str, params_cls: type, fn: Callable, kind: str = "tensor",
-             stochastic: bool = False, reads_base: bool = True) -> None:
+             stochastic: bool = False, reads_base: bool = True, fused: str | None = None) -> None:
     """Add a method to the registry (one line at the bottom of each method file)."""
-    METHODS[name] = Method(name, params_cls, fn, kind, stochastic, reads_base)
+    METHODS[name] = Method(name, params_cls, fn, kind, stochastic, reads_base, fused)
 
 
 def get_method(name: str) -> Method:

@@ -28,7 +28,7 @@ Weight = Union[float, Callable[[int, int, torch.Tensor, torch.Tensor], Union[tor
 class MergeContext:
     """What a method needs besides the tensors: the run seed and the tensor's (base) name, which
     seed stochastic methods, the chunk size in entries, and which kernels to use on CPU
-    (`auto`: the fused ones of harness/merge/kernels.py where they apply; `torch`: never)."""
+    (`auto`, `fused` or `torch`: see harness/merge/fused.py)."""
 
     seed: int = 0
     name: str = ""
@@ -49,19 +49,6 @@ def scratch(slot: int, n: int, device: torch.device, dtype=torch.float32) -> tor
     if buf is None or buf.numel() < n:
         buf = cache[key] = torch.empty(max(n, DEFAULT_CHUNK), dtype=dtype, device=device)
     return buf[:n]
-
-
-FUSED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-
-
-def fused_ok(base: torch.Tensor, tuned: torch.Tensor, ctx: MergeContext) -> bool:
-    """Whether the fused CPU kernels (harness/merge/kernels.py, imported only when used: numba
-    costs ~0.3 s to import) take this pair: CPU, contiguous, both of one FUSED_DTYPES dtype, not
-    disabled by merge.kernels=torch."""
-    return (ctx.kernels != "torch"
-            and base.device.type == "cpu" and tuned.device.type == "cpu"
-            and base.dtype == tuned.dtype and base.dtype in FUSED_DTYPES
-            and base.is_contiguous() and tuned.is_contiguous() and base.numel() > 0)
 
 
 def release_scratch() -> None:

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.merge.fused import fused_ok
 from harness.merge.registry import check_range, register
 from harness.merge.select import DeltaTopK
-from harness.merge.stream import MergeContext, abs_delta, fused_ok, lerp_into, scratch
+from harness.merge.stream import MergeContext, abs_delta, lerp_into, scratch
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def merge_breadcrumbs(base: torch.Tensor, tuned: torch.Tensor, p: BreadcrumbsPar
     n = base.numel()
     g = int(round(p.gamma * n))
     k = int(round(p.density * n))
-    if fused_ok(base, tuned, ctx):
+    if fused_ok(base, tuned, ctx, "topk"):
         from harness.merge import kernels
 
         return kernels.topk_band_merge(base, tuned, min(n, g + k), g, p.scale)
@@ -51,4 +52,4 @@ def merge_breadcrumbs(base: torch.Tensor, tuned: torch.Tensor, p: BreadcrumbsPar
     return lerp_into(base, tuned, weight, ctx)
 
 
-register("breadcrumbs", BreadcrumbsParams, merge_breadcrumbs)
+register("breadcrumbs", BreadcrumbsParams, merge_breadcrumbs, fused="topk")

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.merge.fused import fused_ok
 from harness.merge.randomness import UniformStream, tensor_seed
 from harness.merge.registry import check_range, register
-from harness.merge.stream import MergeContext, fused_ok, lerp_into, scratch
+from harness.merge.stream import MergeContext, lerp_into, scratch
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class DareParams:
 def merge_dare(base: torch.Tensor, tuned: torch.Tensor, p: DareParams,
                ctx: MergeContext) -> torch.Tensor:
     """Written over `tuned`; u as in `uniform_like` of the whole tensor."""
-    if fused_ok(base, tuned, ctx):
+    if fused_ok(base, tuned, ctx, "dare"):
         from harness.merge import kernels
 
         return kernels.dare(base, tuned, tensor_seed(ctx.seed + p.seed, ctx.name), p.density,
@@ -44,4 +45,4 @@ def merge_dare(base: torch.Tensor, tuned: torch.Tensor, p: DareParams,
     return lerp_into(base, tuned, weight, ctx)
 
 
-register("dare", DareParams, merge_dare, stochastic=True)
+register("dare", DareParams, merge_dare, fused="dare", stochastic=True)

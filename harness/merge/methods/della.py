@@ -3,7 +3,8 @@
 Within each row (last dimension; a 1-D tensor is one row) rank the m entries by |Δ| ascending,
 r = 0 … m−1 (stable sort: ties by index). Keep entry with probability
     p_r = density − ε + 2ε·r/(m − 1)        (p = density when m = 1)
-(u < p_r, u ~ U[0,1) the entry's draw from the tensor's seeded stream) and rescale kept entries by 1/p_r.
+(u < p_r, u ~ U[0,1) the entry's draw from the tensor's seeded stream) and rescale kept
+entries by 1/p_r.
 θ = θ_base + scale·Δ',   Δ' = Δ ⊙ 1[u < p] / p
 """
 
@@ -11,10 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.merge.fused import fused_ok
 from harness.merge.randomness import UniformStream, tensor_seed
 from harness.merge.registry import check_range, register
 from harness.merge.select import row_order
-from harness.merge.stream import MergeContext, abs_delta, fused_ok, lerp_into
+from harness.merge.stream import MergeContext, abs_delta, lerp_into
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def merge_della(base: torch.Tensor, tuned: torch.Tensor, p: DellaParams,
                 ctx: MergeContext) -> torch.Tensor:
     """Written over `tuned`, a chunk of whole rows at a time; u as in `uniform_like` of the whole
     tensor."""
-    if fused_ok(base, tuned, ctx):
+    if fused_ok(base, tuned, ctx, "della"):
         from harness.merge import kernels
 
         return kernels.della(base, tuned, tensor_seed(ctx.seed + p.seed, ctx.name), p.density,
@@ -69,4 +71,4 @@ def merge_della(base: torch.Tensor, tuned: torch.Tensor, p: DellaParams,
     return lerp_into(base, tuned, weight, ctx, rows=True)
 
 
-register("della", DellaParams, merge_della, stochastic=True)
+register("della", DellaParams, merge_della, fused="della", stochastic=True)

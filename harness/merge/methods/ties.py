@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.merge.fused import fused_ok
 from harness.merge.registry import check_range, register
 from harness.merge.select import DeltaTopK
-from harness.merge.stream import MergeContext, abs_delta, fused_ok, lerp_into, scratch
+from harness.merge.stream import MergeContext, abs_delta, lerp_into, scratch
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ def merge_ties(base: torch.Tensor, tuned: torch.Tensor, p: TiesParams,
                ctx: MergeContext) -> torch.Tensor:
     """base + scale·Δ on the top-k |Δ| entries, base elsewhere (written over `tuned`)."""
     k = int(round(p.density * base.numel()))
-    if fused_ok(base, tuned, ctx):
+    if fused_ok(base, tuned, ctx, "topk"):
         from harness.merge import kernels
 
         return kernels.topk_band_merge(base, tuned, k, 0, p.scale)
@@ -43,4 +44,4 @@ def merge_ties(base: torch.Tensor, tuned: torch.Tensor, p: TiesParams,
     return lerp_into(base, tuned, weight, ctx)
 
 
-register("ties", TiesParams, merge_ties)
+register("ties", TiesParams, merge_ties, fused="topk")
