@@ -162,6 +162,15 @@ lw.close(); mw.close()
 print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb()}))
 """
 
+_WARM_KERNELS = """
+import torch
+from harness.merge import kernels
+from harness.merge.fused import FAMILIES
+for family in FAMILIES:
+    kernels.warm(family, torch.bfloat16)
+print("{}")
+"""
+
 _MERGE = _PEAK + """
 import json, sys, time
 import transformers
@@ -228,7 +237,9 @@ def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: 
             merge_checkpoints(base, tuned, "mllm", {}, out=tuned_llm, progress=False)
         tuned_llm = tuned_llm / "llm"
     # one untimed floor first: the first process after the build or after idling pays for
-    # cold caches (measured 2x here), which would flatter every later ratio to the floor
+    # cold caches (measured 2x here), which would flatter every later ratio to the floor;
+    # and the fused kernels compiled into numba's on-disk cache, as after a machine's first merge
+    _run(_WARM_KERNELS)
     subprocess.run(["rm", "-rf", str(scratch / "warmup")], check=True)
     _run(_FLOOR, str(base), str(tuned), str(scratch / "warmup"), str(memory_mb))
     subprocess.run(["rm", "-rf", str(scratch / "warmup")], check=True)
@@ -238,6 +249,10 @@ def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: 
         for item in order:
             out = scratch / item.replace(":", "_")
             subprocess.run(["rm", "-rf", str(out)], check=True)
+            # every measurement starts with no dirty pages: a merge writes ~2x the model, close
+            # to the kernel's dirty limit, and the previous run's writeback would otherwise land
+            # on this one (measured: the same floor 3.0 s or 5.4 s)
+            os.sync()
             if item == "floor":
                 r = _run(_FLOOR, str(base), str(tuned), str(out), str(memory_mb))
             elif item.startswith("mergekit:"):
@@ -249,6 +264,10 @@ def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: 
             print(f"[{size} rep {rep + 1}/{reps}] {item}: {r['seconds']:.2f} s, "
                   f"{r['peak_rss_mb']:.0f} MB", flush=True)
             subprocess.run(["rm", "-rf", str(out)], check=True)
+            # every measurement starts with no dirty pages: a merge writes ~2x the model, close
+            # to the kernel's dirty limit, and the previous run's writeback would otherwise land
+            # on this one (measured: the same floor 3.0 s or 5.4 s)
+            os.sync()
     floor = statistics.median(r["seconds"] for r in times["floor"])
     rows = []
     for item, rs in times.items():

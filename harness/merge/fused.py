@@ -3,7 +3,9 @@
 numba costs ~0.3 s to import and ~0.5 s for its first compiled call in a process (minutes the
 first time on a machine, when it compiles into its on-disk cache). The merge engine therefore
 starts `preload` in a background thread as soon as it knows the method and dtypes, and runs the
-torch path, which gives the same bits, until the kernels are ready. Methods ask `fused_ok`.
+torch path, which gives the same bits, on small tensors until the kernels are ready; a large
+tensor (an embedding: the torch path of DARE takes ~2 s on it) waits up to WAIT_S for them.
+Methods ask `fused_ok`.
 
 merge.kernels (MergeContext.kernels):
 - `auto`: fused kernels once loaded (the engine preloads those its method uses), torch before;
@@ -25,7 +27,11 @@ FUSED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 FAMILIES = ("topk", "dare", "della")  # the kernel entry points of harness/merge/kernels.py
 KERNEL_SETTINGS = ("auto", "fused", "torch")
 
+WAIT_ABOVE = 1 << 22  # entries: a tensor at least this large waits for its loading kernels
+WAIT_S = 3.0  # longest such wait (a first compile takes longer: the torch path goes on then)
+
 _READY: set[tuple[str, torch.dtype]] = set()  # (family, dtype) pairs loaded in this process
+_DONE: dict[tuple[str, torch.dtype], threading.Event] = {}  # set when loading ended (or failed)
 _LOCK = threading.Lock()
 
 
@@ -37,7 +43,13 @@ def fused_ok(base: torch.Tensor, tuned: torch.Tensor, ctx, family: str) -> bool:
     fits = (base.device.type == "cpu" and tuned.device.type == "cpu"
             and base.dtype == tuned.dtype and base.dtype in FUSED_DTYPES
             and base.is_contiguous() and tuned.is_contiguous() and base.numel() > 0)
-    return fits and (ctx.kernels == "fused" or (family, base.dtype) in _READY)
+    if not fits or ctx.kernels == "fused":
+        return fits
+    key = (family, base.dtype)
+    done = _DONE.get(key)
+    if key not in _READY and done is not None and base.numel() >= WAIT_ABOVE:
+        done.wait(WAIT_S)
+    return key in _READY
 
 
 def preload(family: str | None, dtypes: Iterable[torch.dtype]) -> threading.Thread | None:
@@ -47,6 +59,8 @@ def preload(family: str | None, dtypes: Iterable[torch.dtype]) -> threading.Thre
             if family is not None and d in FUSED_DTYPES and (family, d) not in _READY]
     if not todo:
         return None
+    for key in todo:
+        _DONE.setdefault(key, threading.Event())
     thread = threading.Thread(target=_load, args=(todo,), name="fused-kernels")
     thread.start()  # not a daemon: exiting waits for it, so numba never dies mid cache write
     return thread
@@ -57,9 +71,13 @@ def _load(todo: list[tuple[str, torch.dtype]]) -> None:
         try:
             from harness.merge import kernels
 
-            for family, dtype in todo:
-                if (family, dtype) not in _READY:
-                    kernels.warm(family, dtype)
-                    _READY.add((family, dtype))
+            for key in todo:
+                if key not in _READY:
+                    kernels.warm(*key)
+                    _READY.add(key)
+                _DONE[key].set()
         except Exception as err:  # the torch path gives the same result, only slower
             log.warning("fused merge kernels unavailable (%s); using the torch path", err)
+        finally:
+            for key in todo:
+                _DONE[key].set()
