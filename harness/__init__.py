@@ -1,4 +1,12 @@
 """Locate-then-Merge harness: merge an MLLM's language model back toward its base LLM and measure
 what it forgot (lm-eval) and what it kept (lmms-eval)."""
 
+import os
+
 __version__ = "0.1.0"
+
+# OpenMP threads (torch's and numba's) sleep when idle instead of spinning: a merge interleaves
+# short parallel kernels with reader/writer threads busy in the kernel, and the spinning took
+# 1.2-2.3 s of CPU from them per 1b merge on 2 cores (docs/performance.md). Set before torch is
+# imported when `harness` comes first (the CLI); an explicit OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

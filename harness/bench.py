@@ -121,6 +121,7 @@ def peak_rss_mb():
 
 _FLOOR = _PEAK + """
 import json, sys, time
+import harness  # first, as in the CLI: it sets the OpenMP wait policy before torch loads
 import transformers  # imported before timing in every measurement
 from pathlib import Path
 import threading
@@ -173,6 +174,7 @@ print("{}")
 
 _MERGE = _PEAK + """
 import json, sys, time
+import harness
 import transformers
 from harness.merge import merge_checkpoints
 from harness.merge.registry import get_method
