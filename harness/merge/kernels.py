@@ -412,7 +412,7 @@ def _rank_row(keys, rank, work):
         rank[c0[r]] = r
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # IEEE division (p > 0): no zero check, vectorises
 def _della_row(base, tuned, at, seed, density, ranked, step, offset, scale, keys, rank, work):
     """One row (slices base, tuned; `at` = flat index of its first entry); see della_merge."""
     m = base.size
