@@ -222,8 +222,11 @@ def _run_mergekit(exe: Path, base: Path, tuned_llm: Path, out: Path, method: str
 
 
 def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: Path,
-          results: Path, device: str = "cpu", memory_mb: int = 1024) -> list[dict]:
-    """Run the measurements for one size; return one row per measurement."""
+          results: Path, device: str = "cpu", memory_mb: int = 1024,
+          mergekit_reps: int | None = None) -> list[dict]:
+    """Run the measurements for one size; return one row per measurement. mergekit runs in the
+    first `mergekit_reps` repetitions only (default: all)."""
+    mergekit_reps = reps if mergekit_reps is None else mergekit_reps
     s = SIZES[size]
     root = cache / "bench" / size
     base, tuned = build_pair(root, s)
@@ -247,7 +250,7 @@ def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: 
     subprocess.run(["rm", "-rf", str(scratch / "warmup")], check=True)
     for rep in range(reps):
         order = ["floor"] + methods + ([f"mergekit:{m}" for m in methods if m in MERGEKIT]
-                                       if with_mergekit else [])
+                                       if with_mergekit and rep < mergekit_reps else [])
         for item in order:
             out = scratch / item.replace(":", "_")
             subprocess.run(["rm", "-rf", str(out)], check=True)
@@ -266,27 +269,24 @@ def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: 
             print(f"[{size} rep {rep + 1}/{reps}] {item}: {r['seconds']:.2f} s, "
                   f"{r['peak_rss_mb']:.0f} MB", flush=True)
             subprocess.run(["rm", "-rf", str(out)], check=True)
-            # every measurement starts with no dirty pages: a merge writes ~2x the model, close
-            # to the kernel's dirty limit, and the previous run's writeback would otherwise land
-            # on this one (measured: the same floor 3.0 s or 5.4 s)
-            os.sync()
     floor = statistics.median(r["seconds"] for r in times["floor"])
     rows = []
     for item, rs in times.items():
         sec = statistics.median(r["seconds"] for r in rs)
         mk = times.get(f"mergekit:{item}")
-        rows.append({"size": size, "what": item, "seconds": round(sec, 3),
+        rows.append({"size": size, "what": item, "runs": len(rs), "seconds": round(sec, 3),
                      "x_floor": round(sec / floor, 3),
                      "x_mergekit": round(sec / statistics.median(r["seconds"] for r in mk), 3)
                      if mk else None,
                      "peak_rss_mb": round(max(r["peak_rss_mb"] for r in rs), 1)})
     results.mkdir(parents=True, exist_ok=True)
     (results / f"bench_{size}.json").write_text(json.dumps(rows, indent=2))
-    lines = ["| what | seconds (median) | × floor | × mergekit | peak RSS MB |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| what | runs | seconds (median) | × floor | × mergekit | peak RSS MB |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         mk = "" if r["x_mergekit"] is None else f"{r['x_mergekit']:.2f}"
-        lines.append(f"| {r['what']} | {r['seconds']:.2f} | {r['x_floor']:.2f} | {mk} | "
+        lines.append(f"| {r['what']} | {r['runs']} | {r['seconds']:.2f} | {r['x_floor']:.2f} | "
+                     f"{mk} | "
                      f"{r['peak_rss_mb']:.0f} |")
     (results / f"bench_{size}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -307,13 +307,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path,
                    default=Path(os.environ.get("HARNESS_RESULTS", "results")) / "bench")
     p.add_argument("--device", default="cpu", help="merge.device of the harness's merges")
+    p.add_argument("--mergekit-reps", type=int, default=None,
+                   help="time mergekit in only the first N repetitions (its merges take minutes)")
     p.add_argument("--memory-mb", type=int, default=1024,
                    help="merge.memory_mb (buffer budget) of the merges and of the floor")
     a = p.parse_args(argv)
     t = time.perf_counter()
     for size in a.sizes.split(","):
         bench(size, a.reps, a.methods.split(","), a.mergekit, a.cache, a.results, a.device,
-              a.memory_mb)
+              a.memory_mb, a.mergekit_reps)
     print(f"bench done in {time.perf_counter() - t:.0f} s; tables in {a.results}")
 
 

@@ -163,6 +163,7 @@ def test_kernels_setting_is_respected():
     assert not fused_ok(base.t(), tuned.t(), FUSED, "topk")  # not contiguous
     half = base.to(torch.float16)
     assert not fused_ok(half, half, MergeContext(), "dare")  # auto: not loaded yet
+    assert preload("dare", [torch.float16], entries=10_000) is None  # too small to pay off
     thread = preload("dare", [torch.float16, torch.int64])
     thread.join()
     assert fused_ok(half, half, MergeContext(), "dare")

@@ -99,7 +99,8 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
     base_reader, tuned_reader = CheckpointReader(base_dir), CheckpointReader(tuned_dir)
     if kernels == "auto" and dev.type == "cpu":  # loads while the merge starts on the torch path
         preload(spec.fused, {TORCH_DTYPES.get(tuned_reader.dtype_name(n))
-                             for n in tuned_reader.names()})
+                             for n in tuned_reader.names()},
+                sum(math.prod(tuned_reader.shape(n)) for n in tuned_reader.names()))
     identity = {
         "method": method, "params": dataclasses.asdict(p), "seed": int(seed),
         "base": {"path": str(base_dir), "files": base_reader.identity()},

@@ -8,7 +8,8 @@ tensor (an embedding: the torch path of DARE takes ~2 s on it) waits up to WAIT_
 Methods ask `fused_ok`.
 
 merge.kernels (MergeContext.kernels):
-- `auto`: fused kernels once loaded (the engine preloads those its method uses), torch before;
+- `auto`: fused kernels once loaded (the engine preloads those its method uses when the model
+  has at least PRELOAD_ABOVE entries), torch before and for smaller models;
 - `fused`: always fused on CPU, loading them on first use (tests, benchmarks of the kernels);
 - `torch`: never.
 """
@@ -27,7 +28,8 @@ FUSED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 FAMILIES = ("topk", "dare", "della")  # the kernel entry points of harness/merge/kernels.py
 KERNEL_SETTINGS = ("auto", "fused", "torch")
 
-WAIT_ABOVE = 1 << 22  # entries: a tensor at least this large waits for its loading kernels
+PRELOAD_ABOVE = 1 << 27  # entries of a merge (~134 M): smaller ones stay on the torch path
+WAIT_ABOVE = 1 << 25  # entries (a 32k × 1k embedding): larger tensors wait for loading kernels
 WAIT_S = 3.0  # longest such wait (a first compile takes longer: the torch path goes on then)
 
 _READY: set[tuple[str, torch.dtype]] = set()  # (family, dtype) pairs loaded in this process
@@ -52,9 +54,14 @@ def fused_ok(base: torch.Tensor, tuned: torch.Tensor, ctx, family: str) -> bool:
     return key in _READY
 
 
-def preload(family: str | None, dtypes: Iterable[torch.dtype]) -> threading.Thread | None:
-    """Start loading `family`'s kernels for `dtypes` in a background thread (None when there is
-    nothing to load); each (family, dtype) becomes usable by `auto` as soon as it is loaded."""
+def preload(family: str | None, dtypes: Iterable[torch.dtype],
+            entries: int = PRELOAD_ABOVE) -> threading.Thread | None:
+    """Start loading `family`'s kernels for `dtypes` in a background thread, for a merge of
+    `entries` tensor entries (None when there is nothing to load, or the merge is smaller than
+    PRELOAD_ABOVE: loading would cost more than it saves, and its Python work would hold up the
+    merge's own through the GIL); each (family, dtype) is usable by `auto` once loaded."""
+    if entries < PRELOAD_ABOVE:
+        return None
     todo = [(family, d) for d in dict.fromkeys(dtypes)
             if family is not None and d in FUSED_DTYPES and (family, d) not in _READY]
     if not todo:

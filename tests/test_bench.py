@@ -1,0 +1,29 @@
+"""`make bench` end to end on its tiny size: the synthetic pair is built, the floor and merges run
+in their own processes, and the table lands in results/bench/ (mergekit is left out: it needs
+the package index)."""
+
+from __future__ import annotations
+
+import json
+
+from harness.bench import bench
+
+
+def test_bench_tiny_writes_its_table(tmp_path):
+    rows = bench("tiny", reps=1, methods=["task_arithmetic", "ties"], with_mergekit=False,
+                 cache=tmp_path / "cache", results=tmp_path / "results")
+    by = {r["what"]: r for r in rows}
+    assert sorted(by) == ["floor", "task_arithmetic", "ties"]
+    assert by["floor"]["x_floor"] == 1.0
+    for r in rows:
+        assert r["runs"] == 1 and r["seconds"] > 0 and r["peak_rss_mb"] > 100
+        assert r["x_mergekit"] is None
+    assert json.loads((tmp_path / "results" / "bench_tiny.json").read_text()) == rows
+    table = (tmp_path / "results" / "bench_tiny.md").read_text()
+    assert table.startswith("| what | runs | seconds (median) | × floor |")
+    assert "| ties | 1 |" in table
+    # the pair is cached: a second run does not rebuild it
+    built = (tmp_path / "cache" / "bench" / "tiny" / "done").stat().st_mtime
+    bench("tiny", reps=1, methods=["mllm"], with_mergekit=False, cache=tmp_path / "cache",
+          results=tmp_path / "results")
+    assert (tmp_path / "cache" / "bench" / "tiny" / "done").stat().st_mtime == built
