@@ -123,6 +123,7 @@ _FLOOR = _PEAK + """
 import json, sys, time
 import harness  # first, as in the CLI: it sets the OpenMP wait policy before torch loads
 import transformers  # imported before timing in every measurement
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import threading
 from harness.merge.buffers import BufferPool
@@ -136,12 +137,19 @@ entries = [(n, m.shape(n), m.dtype_name(n)) for n in m.names()]
 lw = PlannedWriter(out / "llm", [(to_base_name(n, layout), s, d) for n, s, d in entries
                                  if to_base_name(n, layout)], 2000 * 2**20)
 mw = PlannedWriter(out / "mllm", entries, 2000 * 2**20)
-# the engine's reading path: the same buffer pool, budget and positioned reads
+# the engine's I/O path without arithmetic: the same pool, budget and positioned reads, the
+# next tensor pair read on a prefetch thread while the writers write the current one
 pool = BufferPool(int(sys.argv[4]) * 2**20)
-for name in b.names():
-    buf = pool.take(b.nbytes_of(name))
-    b.read_into(name, buf)
-    pool.give(buf)
+base_names = set(b.names())
+def load(name):
+    buf = pool.take(m.nbytes_of(name))
+    x = m.read_into(name, buf)
+    llm = to_base_name(name, layout)
+    bbuf = None
+    if llm in base_names:
+        bbuf = pool.take(b.nbytes_of(llm), buf.numel())
+        b.read_into(llm, bbuf)
+    return name, llm, buf, x, bbuf
 def release(buf, users):
     left, lock = [users], threading.Lock()
     def done():
@@ -151,14 +159,19 @@ def release(buf, users):
         if last:
             pool.give(buf)
     return done
-for name in m.names():
-    buf = pool.take(m.nbytes_of(name))
-    x = m.read_into(name, buf)
-    llm = to_base_name(name, layout)
-    cb = release(buf, 2 if llm else 1)
-    mw.add(name, x, cb)
-    if llm:
-        lw.add(llm, x, cb)
+names = m.names()
+with ThreadPoolExecutor(max_workers=1) as prefetch:
+    pending = prefetch.submit(load, names[0])
+    for i in range(len(names)):
+        name, llm, buf, x, bbuf = pending.result()
+        if i + 1 < len(names):
+            pending = prefetch.submit(load, names[i + 1])
+        if bbuf is not None:
+            pool.give(bbuf)
+        cb = release(buf, 2 if llm else 1)
+        mw.add(name, x, cb)
+        if llm:
+            lw.add(llm, x, cb)
 lw.close(); mw.close()
 print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb()}))
 """
