@@ -81,8 +81,10 @@ def _load(todo: list[tuple[str, torch.dtype]]) -> None:
             for key in todo:
                 if key not in _READY:
                     kernels.warm(*key)
-                    _READY.add(key)
-                _DONE[key].set()
+            # all at once: the merge then never launches kernels while this thread still does
+            # (numba's workqueue threading layer, used where OpenMP is missing, is not
+            # thread-safe)
+            _READY.update(todo)
         except Exception as err:  # the torch path gives the same result, only slower
             log.warning("fused merge kernels unavailable (%s); using the torch path", err)
         finally:
