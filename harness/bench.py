@@ -125,8 +125,8 @@ import harness  # first, as in the CLI: it sets the OpenMP wait policy before to
 import transformers  # imported before timing in every measurement
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-import threading
 from harness.merge.buffers import BufferPool
+from harness.merge.engine import _release_after  # the engine's own hand-back of buffers
 from harness.models.checkpoint import CheckpointReader, PlannedWriter
 from harness.models.keymap import detect_layout, to_base_name
 base, tuned, out = map(Path, sys.argv[1:4])
@@ -150,15 +150,6 @@ def load(name):
         bbuf = pool.take(b.nbytes_of(llm), buf.numel())
         b.read_into(llm, bbuf)
     return name, llm, buf, x, bbuf
-def release(buf, users):
-    left, lock = [users], threading.Lock()
-    def done():
-        with lock:
-            left[0] -= 1
-            last = left[0] == 0
-        if last:
-            pool.give(buf)
-    return done
 names = m.names()
 with ThreadPoolExecutor(max_workers=1) as prefetch:
     pending = prefetch.submit(load, names[0])
@@ -168,7 +159,7 @@ with ThreadPoolExecutor(max_workers=1) as prefetch:
             pending = prefetch.submit(load, names[i + 1])
         if bbuf is not None:
             pool.give(bbuf)
-        cb = release(buf, 2 if llm else 1)
+        cb = _release_after(2 if llm else 1, pool, buf)
         mw.add(name, x, cb)
         if llm:
             lw.add(llm, x, cb)

@@ -29,7 +29,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
 from harness.merge.fused import FUSED_DTYPES as DTYPES
-from harness.merge.select import _SAMPLE, delta_brackets
+from harness.merge.select import _SAMPLE, bracket_margin, bracket_positions, delta_brackets
 
 BLOCK = 1 << 16  # entries per selection block (per-block counts, tie quotas)
 ROW_BLOCK = 16  # rows per della task
@@ -196,6 +196,16 @@ def band_pass(base, tuned, klo, khi, cap):
     return above, counts, buf
 
 
+@njit
+def _take(k, thr, v, left):
+    """(whether key k is selected, ties left to take): k > thr, or k == v while left > 0."""
+    if k > thr:
+        return True, left
+    if left > 0 and k == v:
+        return True, left - 1
+    return False, left
+
+
 @njit(cache=True)
 def _select_block(base, tuned, thr, v, quota, scale):
     """Entries with key > thr[s] are selected for s = 0 (kept) and s = 1 (removed again); with
@@ -216,14 +226,8 @@ def _select_block(base, tuned, thr, v, quota, scale):
         b = _load(base[i])
         t = _load(tuned[i])
         k = np.int64(_key(b, t))
-        in0 = k > thr[0]
-        if not in0 and left0 > 0 and k == v[0]:
-            in0 = True
-            left0 -= 1
-        in1 = k > thr[1]
-        if not in1 and left1 > 0 and k == v[1]:
-            in1 = True
-            left1 -= 1
+        in0, left0 = _take(k, thr[0], v[0], left0)
+        in1, left1 = _take(k, thr[1], v[1], left1)
         w = scale if (in0 and not in1) else np.float32(0.0)
         tuned[i] = _store(_lerp(b, t, w), tuned)
 
@@ -331,18 +335,12 @@ def defer_merge(base, tuned, bands, scale, offsets, pos, dkeys):
 def settle_deferred(base, tuned, pos, dkeys, v0, miss0, v1, miss1, scale):
     """Merge the deferred entries (in index order) by the exact rules: in selection s when
     key > v_s, or key == v_s among the first miss_s such entries."""
-    took0 = 0
-    took1 = 0
+    left0 = np.int64(miss0)
+    left1 = np.int64(miss1)
     for c in range(pos.size):
-        k = dkeys[c]
-        in0 = k > v0
-        if not in0 and k == v0 and took0 < miss0:
-            in0 = True
-            took0 += 1
-        in1 = k > v1
-        if not in1 and k == v1 and took1 < miss1:
-            in1 = True
-            took1 += 1
+        k = np.int64(dkeys[c])
+        in0, left0 = _take(k, v0, v0, left0)
+        in1, left1 = _take(k, v1, v1, left1)
         w = scale if in0 and not in1 else np.float32(0.0)
         i = pos[c]
         tuned[i] = _store(_lerp(_load(base[i]), _load(tuned[i]), w), tuned)
@@ -531,9 +529,7 @@ def _block_rules(b: np.ndarray, t: np.ndarray, k: int, bracket: tuple[float, flo
 
 def _band_share(n: int, k: int) -> float:
     """Expected share of entries inside a sample bracket (see select.delta_brackets)."""
-    q = 1.0 - k / n
-    margin = 4.0 * (q * (1 - q) / _SAMPLE) ** 0.5 + 2.0 / _SAMPLE
-    return min(1.0, 2 * margin + 4.0 / _SAMPLE)
+    return min(1.0, 2 * bracket_margin(n, k) + 4.0 / _SAMPLE)
 
 
 def topk_band_merge(base: torch.Tensor, tuned: torch.Tensor, k_keep: int, k_drop: int,
@@ -571,13 +567,9 @@ def subband_edges(sample: np.ndarray, n: int, ks: list[int]) -> np.ndarray:
     each sample bracket (as select.delta_brackets) is cut at CUTS sample values x, and both x − 1
     and x become edges, so a value that is tied often enough to be cut gets a sub-band
     (x − 1, x] of its own."""
-    m = sample.size
     vals: set[int] = set()
     for k in ks:
-        q = 1.0 - k / n
-        margin = 4.0 * (q * (1 - q) / m) ** 0.5 + 2.0 / m
-        lo = max(0, int((q - margin) * m))
-        hi = min(m - 1, int((q + margin) * m) + 1)
+        lo, hi = bracket_positions(n, k, sample.size)
         for c in range(CUTS):
             x = int(sample[lo + (hi - lo) * c // (CUTS - 1)])
             vals |= {x - 1, x}

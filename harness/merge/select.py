@@ -19,6 +19,20 @@ import torch
 _SAMPLE = 1 << 15
 
 
+def bracket_margin(n: int, k: int, m: int = _SAMPLE) -> float:
+    """Half-width, as a quantile, of the bracket around the k-th largest of n values that an
+    m-entry sample gives: 4 standard errors of the quantile q = 1 − k/n, plus 2/m."""
+    q = 1.0 - k / n
+    return 4.0 * (q * (1 - q) / m) ** 0.5 + 2.0 / m
+
+
+def bracket_positions(n: int, k: int, m: int = _SAMPLE) -> tuple[int, int]:
+    """Positions (lo, hi) in an ascending m-entry sample of n values whose values bracket the
+    k-th largest with high probability (see `bracket_margin`)."""
+    q, margin = 1.0 - k / n, bracket_margin(n, k, m)
+    return max(0, int((q - margin) * m)), min(m - 1, int((q + margin) * m) + 1)
+
+
 def _kth_exact(x: torch.Tensor, k: int) -> float:
     """k-th largest of a flat tensor by `kthvalue` (float16/bfloat16 promoted: CPU kthvalue
     lacks half kernels)."""
@@ -37,10 +51,8 @@ def kth_largest(x: torch.Tensor, k: int) -> tuple[float, int]:
     gen = torch.Generator(device=x.device).manual_seed(n * 31 + k)
     idx = torch.randint(0, n, (_SAMPLE,), generator=gen, device=x.device)
     sample = x[idx].sort().values
-    q = 1.0 - k / n
-    margin = 4.0 * (q * (1 - q) / _SAMPLE) ** 0.5 + 2.0 / _SAMPLE
-    lo = float(sample[max(0, int((q - margin) * _SAMPLE))])
-    hi = float(sample[min(_SAMPLE - 1, int((q + margin) * _SAMPLE) + 1)])
+    i_lo, i_hi = bracket_positions(n, k)
+    lo, hi = float(sample[i_lo]), float(sample[i_hi])
     above_hi = x > hi
     above = int(torch.count_nonzero(above_hi))
     in_band = (x >= lo).logical_xor_(above_hi)  # lo ≤ x ≤ hi (above_hi ⊂ x ≥ lo)
@@ -89,10 +101,8 @@ def delta_brackets(base: torch.Tensor, tuned: torch.Tensor,
     sample = (tuned.reshape(-1)[idx].float() - base.reshape(-1)[idx].float()).abs_()
     sample = sample.sort().values
     for i, k in ks.items():
-        q = 1.0 - k / n
-        margin = 4.0 * (q * (1 - q) / _SAMPLE) ** 0.5 + 2.0 / _SAMPLE
-        out[i] = (float(sample[max(0, int((q - margin) * _SAMPLE))]),
-                  float(sample[min(_SAMPLE - 1, int((q + margin) * _SAMPLE) + 1)]))
+        i_lo, i_hi = bracket_positions(n, k)
+        out[i] = (float(sample[i_lo]), float(sample[i_hi]))
     return out
 
 
