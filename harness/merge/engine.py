@@ -97,10 +97,6 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
                           f"{', '.join(KERNEL_SETTINGS)}")
     out = Path(out)
     base_reader, tuned_reader = CheckpointReader(base_dir), CheckpointReader(tuned_dir)
-    if kernels == "auto" and dev.type == "cpu":  # loads while the merge starts on the torch path
-        preload(spec.fused, {TORCH_DTYPES.get(tuned_reader.dtype_name(n))
-                             for n in tuned_reader.names()},
-                sum(math.prod(tuned_reader.shape(n)) for n in tuned_reader.names()))
     identity = {
         "method": method, "params": dataclasses.asdict(p), "seed": int(seed),
         "base": {"path": str(base_dir), "files": base_reader.identity()},
@@ -169,6 +165,10 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
              dev: torch.device, seed: int, shard_size_mb: int, progress: bool,
              memory_mb: int, kernels: str) -> dict:
     start = time.perf_counter()
+    if kernels == "auto" and dev.type == "cpu":  # loads while the merge starts on the torch path
+        preload(spec.fused, {TORCH_DTYPES.get(tuned_reader.dtype_name(n))
+                             for n in tuned_reader.names()},
+                sum(math.prod(tuned_reader.shape(n)) for n in tuned_reader.names()))
     base_cfg, tuned_cfg = read_config(base_reader.directory), read_config(tuned_reader.directory)
     multimodal = is_multimodal(tuned_cfg)
     tuned_names = tuned_reader.names()
