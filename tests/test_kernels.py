@@ -225,3 +225,53 @@ def test_subband_bracket_miss_falls_back(monkeypatch):
         assert torch.equal(_bits(got), _bits(tuned))  # nothing written
         got = kernels.topk_band_merge(base, tuned.clone(), n // 5, n // 50, 1.0)
         assert torch.equal(_bits(got), _bits(want))
+
+
+def _row_keys(kind: str, m: int, rng: np.random.Generator) -> np.ndarray:
+    if kind == "bf16":  # a fine-tune's |Δ|: few significant bits, some long keys, zeros
+        w = torch.from_numpy(rng.standard_normal(m).astype(np.float32)) * 0.02
+        t = (w + torch.from_numpy(rng.standard_normal(m).astype(np.float32)) * 2e-3).bfloat16()
+        x = (t.float() - w.bfloat16().float()).numpy()
+    elif kind == "tiny":  # magnitudes over ~20 octaves: many long keys
+        w = torch.from_numpy(rng.standard_normal(m).astype(np.float32) *
+                             np.exp(rng.standard_normal(m) * 5).astype(np.float32))
+        x = ((w * 1.01 + 1e-9).bfloat16().float() - w.bfloat16().float()).numpy()
+    elif kind == "full":  # float32 noise: every key distinct, most of them long
+        x = rng.standard_normal(m).astype(np.float32)
+    elif kind == "few":  # five values 60 octaves apart: bins of long but equal keys
+        x = rng.choice(np.array([0, 1e-30, 1e-3, 5.0, 1e30], np.float32), m)
+    elif kind == "outlier":  # distinct keys in [1, 2) and one 1e30: all in one bin, all long
+        x = (1 + rng.random(m)).astype(np.float32)
+        x[m // 2] = 1e30
+    elif kind == "zeros":
+        x = np.zeros(m, np.float32)
+    else:  # one repeated non-zero value, some zeros
+        x = np.where(rng.random(m) < 0.2, 0.0, 3.0).astype(np.float32)
+    return np.abs(x).astype(np.float32).view(np.uint32)
+
+
+@pytest.mark.parametrize("kind", ["bf16", "tiny", "full", "few", "outlier", "zeros",
+                                  "const"])
+@pytest.mark.parametrize("m", [1, 2, 7, 300, 2048, 5632, 70000])
+def test_rank_row_is_the_stable_order(kind, m):
+    """della's per-row ranks, by the binned counting sort or (where it gives up: a bin of many
+    distinct keys, rows of ≥ 2^16 entries) the radix sort, are the stable ascending order."""
+    keys = _row_keys(kind, m, np.random.default_rng(m))
+    stats = (np.uint32(0), np.uint32(0xFFFFFFFF), np.uint32(0xFFFFFFFF), np.uint32(0))
+    nz = keys[keys != 0]
+    if nz.size:
+        stats = (keys.max(), nz.min(), np.bitwise_and.reduce(nz), np.bitwise_or.reduce(nz))
+    work = tuple(np.empty(m, np.uint32) for _ in range(4)) + (
+        np.empty(kernels.RANK_BINS + 2, np.uint32),)
+    want = np.empty(m, np.int64)
+    want[np.argsort(keys, kind="stable")] = np.arange(m)
+    rank = np.empty(m, np.uint32)
+    kernels._rank_row(keys, *stats, rank, work)
+    assert np.array_equal(rank, want)
+    binned = kernels._rank_binned(keys, stats[0], stats[1], stats[2] ^ stats[3], rank, work)
+    if m >= 1 << 16 or (kind == "outlier" and m >= 300):
+        assert not binned  # the radix fallback above did the ranking
+    if kind in ("bf16", "zeros", "const") and m < 1 << 16:
+        assert binned
+    if binned:
+        assert np.array_equal(rank, want)

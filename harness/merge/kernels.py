@@ -33,6 +33,7 @@ from harness.merge.select import _SAMPLE, bracket_margin, bracket_positions, del
 
 BLOCK = 1 << 16  # entries per selection block (per-block counts, tie quotas)
 ROW_BLOCK = 16  # rows per della task
+RANK_BINS = 8192  # most bins of a della row's counting sort (and at most 2 per entry)
 SUB = 256  # entries per vectorised sub-block of the sub-band passes
 CUTS = 5  # sample values that cut each bracket into sub-bands (two count edges each)
 DEFER_SHARE = 1 / 16  # most entries a sub-band merge may defer before the band path takes over
@@ -355,11 +356,10 @@ def dare_merge(base, tuned, seed, density, wkeep):
 
 
 @njit(cache=True)
-def _rank_row(keys, rank, work):
+def _rank_radix(keys, rank, work):
     """rank[c] = position of column c in the stable ascending order of keys (ties: lower column
     first). An LSD radix sort of (key, column) pairs over only the bits in which the row's keys
-    differ (|Δ| of a fine-tuned model spans a few exponents and mantissa bits: usually one or
-    two passes of at most 11-bit digits)."""
+    differ, in passes of at most 11-bit digits; the fallback of _rank_row."""
     k0, c0, k1, c1, hist = work
     m = keys.size
     all_and = np.uint32(0xFFFFFFFF)
@@ -410,14 +410,115 @@ def _rank_row(keys, rank, work):
         rank[c0[r]] = r
 
 
+@njit
+def _key_stats(kmax, kmin, k_and, k_or, k):
+    """Fold key k into a row's running (largest, smallest non-zero, AND and OR of non-zero)."""
+    nz = k if k != 0 else np.uint32(0xFFFFFFFF)
+    return max(kmax, k), min(kmin, nz), k_and & nz, k_or | k
+
+
+@njit(cache=True)
+def _rank_binned(keys, kmax, kmin, diff, rank, work):
+    """_rank_row's fast path: False (ranks unfinished) when it gives up.
+
+    One counting sort on a bin of each key: bin 0 holds the zeros, bins 1… the non-zero keys
+    cut to their top bits above a shift s (the least that keeps them within min(RANK_BINS, max(64, 2m)));
+    a bin's rank range is its prefix count, and the columns of a bin take it in column order.
+    A key is "long" when it has bits below s in which the row's keys differ: a bin without long
+    keys holds one key value (its order is column order, done); a bin with one is sorted by
+    insertion (|Δ| of a bf16 fine-tune has few significant bits: usually a few % of keys are
+    long). Gives up when a row has ≥ 2^16 entries or the insertions pass 8 moves per entry."""
+    dig, ordr, fl, _, hist = work
+    m = keys.size
+    if m > 0xFFFF:
+        return False
+    if kmax == 0:
+        for c in range(m):
+            rank[c] = c
+        return True
+    nb_max = min(RANK_BINS, max(64, 2 * m))
+    s0 = 0
+    while s0 < 31 and not (diff >> np.uint32(s0)) & np.uint32(1):
+        s0 += 1
+    s = s0
+    while (kmax >> np.uint32(s)) - (kmin >> np.uint32(s)) + 2 > nb_max:
+        s += 1
+    us = np.uint32(s)
+    nb = (kmax >> us) - (kmin >> us) + 2
+    below = (kmin >> us) - np.uint32(1)
+    low = (np.uint32((1 << s) - 1) & diff) if s > s0 else np.uint32(0)
+    long_bit = np.uint32(1 << 16)
+    for c in range(m):  # vectorised: bin | long flag
+        k = keys[c]
+        d = (k >> us) - below if k != 0 else np.uint32(0)
+        dig[c] = d | (long_bit if (k & low) != 0 else np.uint32(0))
+    h = hist[:nb]
+    h[:] = 0
+    for c in range(m):
+        h[dig[c] & np.uint32(0xFFFF)] += np.uint32(1)
+    total = np.uint32(0)
+    for d in range(nb):
+        n_d = h[d]
+        h[d] = total
+        total += n_d
+    nfl = 0
+    for c in range(m):  # ranks by bin, column order within; the bins of long keys listed
+        x = dig[c]
+        d = x & np.uint32(0xFFFF)
+        r = h[d]
+        h[d] = r + np.uint32(1)
+        rank[c] = r
+        ordr[r] = c
+        fl[nfl] = d
+        nfl += x >> np.uint32(16)
+    budget = 8 * m
+    done = np.uint32(0x80000000)
+    for f in range(nfl):  # each listed bin once: stable insertion sort of its columns by key
+        d = fl[f]
+        end = h[d]  # now the bin's end, and the next bin's start
+        if end & done:
+            continue
+        h[d] = end | done
+        start = (h[d - 1] & ~done) if d > 0 else np.uint32(0)
+        if end - start < 2:
+            continue
+        for j in range(start + 1, end):
+            c = ordr[j]
+            k = keys[c]
+            i = j - 1
+            while i >= start and keys[ordr[i]] > k:
+                ordr[i + 1] = ordr[i]
+                i -= 1
+                budget -= 1
+            ordr[i + 1] = c
+            if budget < 0:
+                return False
+        for j in range(start, end):
+            rank[ordr[j]] = j
+    return True
+
+
+@njit(cache=True)
+def _rank_row(keys, kmax, kmin, k_and, k_or, rank, work):
+    """rank[c] = position of column c in the stable ascending order of keys (ties: lower column
+    first); kmax, kmin, k_and, k_or: the row's _key_stats. A binned counting sort, or an LSD
+    radix sort where that gives up (see _rank_binned)."""
+    if not _rank_binned(keys, kmax, kmin, k_and ^ k_or, rank, work):
+        _rank_radix(keys, rank, work)
+
+
 @njit(cache=True, error_model="numpy")  # IEEE division (p > 0): no zero check, vectorises
 def _della_row(base, tuned, at, seed, density, ranked, step, offset, scale, keys, rank, work):
     """One row (slices base, tuned; `at` = flat index of its first entry); see della_merge."""
     m = base.size
     if ranked:
+        kmax, kmin = np.uint32(0), np.uint32(0xFFFFFFFF)
+        k_and, k_or = np.uint32(0xFFFFFFFF), np.uint32(0)
         for c in range(m):
-            keys[c] = _key(_load(base[c]), _load(tuned[c]))
-        _rank_row(keys, rank, work)
+            k = _key(_load(base[c]), _load(tuned[c]))
+            keys[c] = k
+            kmax, kmin, k_and, k_or = _key_stats(kmax, kmin, k_and, k_or, k)
+        _rank_row(keys, kmax, kmin, k_and, k_or, rank, work)
     for c in range(m):
         p = density
         if ranked:
@@ -438,7 +539,7 @@ def della_merge(base, tuned, m, seed, density, epsilon, step, offset, scale):
         keys = np.empty(m, np.uint32)
         rank = np.empty(m, np.uint32)
         work = (np.empty(m, np.uint32), np.empty(m, np.uint32), np.empty(m, np.uint32),
-                np.empty(m, np.uint32), np.empty(2048, np.uint32))
+                np.empty(m, np.uint32), np.empty(RANK_BINS + 2, np.uint32))
         for row in range(j * ROW_BLOCK, min(rows, (j + 1) * ROW_BLOCK)):
             lo = row * m
             _della_row(base[lo:lo + m], tuned[lo:lo + m], lo, seed, density, ranked, step,
