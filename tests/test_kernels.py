@@ -253,25 +253,32 @@ def _row_keys(kind: str, m: int, rng: np.random.Generator) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["bf16", "tiny", "full", "few", "outlier", "zeros",
                                   "const"])
 @pytest.mark.parametrize("m", [1, 2, 7, 300, 2048, 5632, 70000])
-def test_rank_row_is_the_stable_order(kind, m):
-    """della's per-row ranks, by the binned counting sort or (where it gives up: a bin of many
-    distinct keys, rows of ≥ 2^16 entries) the radix sort, are the stable ascending order."""
+def test_row_ranks_are_twice_the_average_rank(kind, m):
+    """della's per-row ranks (binned count; radix sort of the long keys or, for rows of ≥ 2^16
+    entries, of the whole row) are lo + hi − 1: the numbers of keys <, ≤ each key."""
     keys = _row_keys(kind, m, np.random.default_rng(m))
     stats = (np.uint32(0), np.uint32(0xFFFFFFFF), np.uint32(0xFFFFFFFF), np.uint32(0))
     nz = keys[keys != 0]
     if nz.size:
         stats = (keys.max(), nz.min(), np.bitwise_and.reduce(nz), np.bitwise_or.reduce(nz))
-    work = tuple(np.empty(m, np.uint32) for _ in range(4)) + (
-        np.empty(kernels.RANK_BINS + 2, np.uint32),)
-    want = np.empty(m, np.int64)
-    want[np.argsort(keys, kind="stable")] = np.arange(m)
-    rank = np.empty(m, np.uint32)
-    kernels._rank_row(keys, *stats, rank, work)
-    assert np.array_equal(rank, want)
-    binned = kernels._rank_binned(keys, stats[0], stats[1], stats[2] ^ stats[3], rank, work)
-    if m >= 1 << 16 or (kind == "outlier" and m >= 300):
-        assert not binned  # the radix fallback above did the ranking
-    if kind in ("bf16", "zeros", "const") and m < 1 << 16:
-        assert binned
+    work = tuple(np.empty(m, np.uint32) for _ in range(7)) + tuple(
+        np.empty(kernels.RANK_BINS + 2, np.uint32) for _ in range(2))
+    ordered = np.sort(keys)
+    want = np.searchsorted(ordered, keys) + np.searchsorted(ordered, keys, side="right") - 1
+    r2 = np.empty(m, np.int32)
+    kernels._row_ranks(keys, *stats, r2, work)
+    assert np.array_equal(r2, want)
+    binned = kernels._ranks_binned(keys, stats[0], stats[1], stats[2] ^ stats[3], r2, work)
+    assert binned == (m < 1 << 16)
     if binned:
-        assert np.array_equal(rank, want)
+        assert np.array_equal(r2, want)
+
+
+def test_della_ties_share_their_average_rank():
+    """Equal |Δ| in a row get one keep probability; the row's mean probability is density."""
+    from harness.merge.methods.della import keep_probability
+
+    mag = torch.tensor([[0.5, 0.1, 0.5, 0.5, 0.2], [1.0, 1.0, 1.0, 1.0, 1.0]])
+    p = keep_probability(mag, 0.5, 0.2)  # ranks (3, 0, 3, 3, 1) and (2, 2, 2, 2, 2)
+    torch.testing.assert_close(p, torch.tensor([[0.6, 0.3, 0.6, 0.6, 0.4], [0.5] * 5]))
+    torch.testing.assert_close(p.mean(-1), torch.tensor([0.5, 0.5]))

@@ -190,6 +190,25 @@ def test_rerun_reuses_and_force_redoes(tmp_path, tiny_llama, tiny_llava_new):
     assert json.loads((tmp_path / "dare" / "merge.json").read_text())["seed"] == 2
 
 
+def test_merge_by_an_earlier_method_definition_is_not_reused(tmp_path, tiny_llama,
+                                                             tiny_llava_new, monkeypatch):
+    """A method's `revision` enters the merge identity: a della merge made before its ties
+    took the average rank (no revision then) is redone, not reused."""
+    import dataclasses
+
+    from harness.merge import registry
+
+    della = registry.get_method("della")
+    assert della.revision
+    monkeypatch.setitem(registry.METHODS, "della", dataclasses.replace(della, revision=None))
+    _merge(tmp_path, tiny_llama, tiny_llava_new, "della", seed=1)
+    mtime = (tmp_path / "della" / "merge.json").stat().st_mtime_ns
+    monkeypatch.setitem(registry.METHODS, "della", della)
+    report = _merge(tmp_path, tiny_llama, tiny_llava_new, "della", seed=1)
+    assert (tmp_path / "della" / "merge.json").stat().st_mtime_ns != mtime
+    assert report["inputs"]["revision"] == della.revision
+
+
 def test_sharded_output_has_an_index(tmp_path, tiny_llama, tiny_llava_new):
     from transformers import AutoModelForCausalLM
 

@@ -104,6 +104,8 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
     }
     if spec.stochastic:  # merges drawn by an earlier definition of the draws are not reused
         identity["draws"] = DRAWS
+    if spec.revision:  # nor merges by an earlier definition of the method
+        identity["revision"] = spec.revision
     digest = identity_digest(identity)
     out.parent.mkdir(parents=True, exist_ok=True)
     with merge_lock(out):

@@ -33,7 +33,8 @@ from harness.merge.select import _SAMPLE, bracket_margin, bracket_positions, del
 
 BLOCK = 1 << 16  # entries per selection block (per-block counts, tie quotas)
 ROW_BLOCK = 16  # rows per della task
-RANK_BINS = 8192  # most bins of a della row's counting sort (and at most 2 per entry)
+RANK_BINS = 8192  # most half-bins of a della row's count (and at most 2 per entry)
+LONG_INSERTION = 96  # most long keys of a row sorted by insertion (more: radix sort)
 SUB = 256  # entries per vectorised sub-block of the sub-band passes
 CUTS = 5  # sample values that cut each bracket into sub-bands (two count edges each)
 DEFER_SHARE = 1 / 16  # most entries a sub-band merge may defer before the band path takes over
@@ -356,22 +357,23 @@ def dare_merge(base, tuned, seed, density, wkeep):
 
 
 @njit(cache=True)
-def _rank_radix(keys, rank, work):
-    """rank[c] = position of column c in the stable ascending order of keys (ties: lower column
-    first). An LSD radix sort of (key, column) pairs over only the bits in which the row's keys
-    differ, in passes of at most 11-bit digits; the fallback of _rank_row."""
-    k0, c0, k1, c1, hist = work
+def _sort_radix(keys, k0, c0, k1, c1, hist):
+    """The positions 0…n−1 of keys (n = keys.size) in stable ascending order of key: an LSD
+    radix sort of (key, position) pairs over only the bits in which the keys differ, in passes
+    of at most 11-bit digits. Returns k0, c0, k1 or c1 (scratch of ≥ n entries; hist ≥ 2048):
+    its first n entries."""
     m = keys.size
     all_and = np.uint32(0xFFFFFFFF)
     all_or = np.uint32(0)
     for c in range(m):
         all_and &= keys[c]
         all_or |= keys[c]
+    for c in range(m):
+        k0[c] = keys[c]
+        c0[c] = c
     diff = all_and ^ all_or
-    if diff == 0:  # all keys equal: column order
-        for c in range(m):
-            rank[c] = c
-        return
+    if diff == 0:  # all keys equal: position order
+        return c0
     lo = 0
     while not (diff >> np.uint32(lo)) & np.uint32(1):
         lo += 1
@@ -383,9 +385,6 @@ def _rank_radix(keys, rank, work):
     width = (span + passes - 1) // passes
     mask = np.uint32((1 << width) - 1)
     bins = 1 << width
-    for c in range(m):
-        k0[c] = keys[c]
-        c0[c] = c
     for p in range(passes):
         shift = np.uint32(lo + p * width)
         h = hist[:bins]
@@ -406,8 +405,7 @@ def _rank_radix(keys, rank, work):
             c1[pos] = c0[r]
         k0, k1 = k1, k0
         c0, c1 = c1, c0
-    for r in range(m):
-        rank[c0[r]] = r
+    return c0
 
 
 @njit
@@ -418,25 +416,23 @@ def _key_stats(kmax, kmin, k_and, k_or, k):
 
 
 @njit(cache=True)
-def _rank_binned(keys, kmax, kmin, diff, rank, work):
-    """_rank_row's fast path: False (ranks unfinished) when it gives up.
+def _ranks_binned(keys, kmax, kmin, diff, r2, work):
+    """_row_ranks's fast path: False (r2 unfinished) when the row has ≥ 2^16 entries.
 
-    One counting sort on a bin of each key: bin 0 holds the zeros, bins 1… the non-zero keys
-    cut to their top bits above a shift s (the least that keeps them within min(RANK_BINS, max(64, 2m)));
-    a bin's rank range is its prefix count, and the columns of a bin take it in column order.
-    A key is "long" when it has bits below s in which the row's keys differ: a bin without long
-    keys holds one key value (its order is column order, done); a bin with one is sorted by
-    insertion (|Δ| of a bf16 fine-tune has few significant bits: usually a few % of keys are
-    long). Gives up when a row has ≥ 2^16 entries or the insertions pass 8 moves per entry."""
-    dig, ordr, fl, _, hist = work
+    One count of the keys by bin. Bin 0 holds the zeros; the non-zero keys are cut to their top
+    bits above a shift s (the least that keeps the bins within min(RANK_BINS / 2, max(32, m))),
+    and a key is "long" when it also has bits below s in which the row's keys differ. Each bin
+    is split: its short keys (one value, the lowest in the bin) first, then its long keys; both
+    halves order like the keys. A half of one value (any short half, a long half of one entry)
+    gives each of its entries lo + hi − 1 = start + end − 1 from a table. Entries of the other
+    halves (|Δ| of a bf16 fine-tune has few significant bits: a few long keys per row, rarely
+    two in one bin) are sorted among themselves, and each group of equal keys takes the next
+    places of its half."""
+    dig, lcol, lkey, hist, table = work[0], work[1], work[2], work[7], work[8]
     m = keys.size
     if m > 0xFFFF:
         return False
-    if kmax == 0:
-        for c in range(m):
-            rank[c] = c
-        return True
-    nb_max = min(RANK_BINS, max(64, 2 * m))
+    nb_max = min(RANK_BINS // 2, max(32, m))  # bins; twice as many halves
     s0 = 0
     while s0 < 31 and not (diff >> np.uint32(s0)) & np.uint32(1):
         s0 += 1
@@ -444,71 +440,90 @@ def _rank_binned(keys, kmax, kmin, diff, rank, work):
     while (kmax >> np.uint32(s)) - (kmin >> np.uint32(s)) + 2 > nb_max:
         s += 1
     us = np.uint32(s)
-    nb = (kmax >> us) - (kmin >> us) + 2
+    nb = 2 * ((kmax >> us) - (kmin >> us) + 2) if kmax != 0 else 2
     below = (kmin >> us) - np.uint32(1)
     low = (np.uint32((1 << s) - 1) & diff) if s > s0 else np.uint32(0)
-    long_bit = np.uint32(1 << 16)
-    for c in range(m):  # vectorised: bin | long flag
+    one, two = np.uint32(1), np.uint32(2)
+    for c in range(m):  # vectorised: 2·bin + long
         k = keys[c]
         d = (k >> us) - below if k != 0 else np.uint32(0)
-        dig[c] = d | (long_bit if (k & low) != 0 else np.uint32(0))
+        dig[c] = two * d + (one if (k & low) != 0 else np.uint32(0))
     h = hist[:nb]
     h[:] = 0
     for c in range(m):
-        h[dig[c] & np.uint32(0xFFFF)] += np.uint32(1)
+        h[dig[c]] += one
     total = np.uint32(0)
-    for d in range(nb):
+    for d in range(nb):  # starts; start + end − 1, or −1 for a long half of ≥ 2 entries
         n_d = h[d]
         h[d] = total
+        mixed = (d & 1) != 0 and n_d > one
+        table[d] = np.uint32(0xFFFFFFFF) if mixed else two * total + n_d - one
         total += n_d
-    nfl = 0
-    for c in range(m):  # ranks by bin, column order within; the bins of long keys listed
-        x = dig[c]
-        d = x & np.uint32(0xFFFF)
-        r = h[d]
-        h[d] = r + np.uint32(1)
-        rank[c] = r
-        ordr[r] = c
-        fl[nfl] = d
-        nfl += x >> np.uint32(16)
-    budget = 8 * m
-    done = np.uint32(0x80000000)
-    for f in range(nfl):  # each listed bin once: stable insertion sort of its columns by key
-        d = fl[f]
-        end = h[d]  # now the bin's end, and the next bin's start
-        if end & done:
-            continue
-        h[d] = end | done
-        start = (h[d - 1] & ~done) if d > 0 else np.uint32(0)
-        if end - start < 2:
-            continue
-        for j in range(start + 1, end):
-            c = ordr[j]
-            k = keys[c]
-            i = j - 1
-            while i >= start and keys[ordr[i]] > k:
-                ordr[i + 1] = ordr[i]
-                i -= 1
-                budget -= 1
-            ordr[i + 1] = c
-            if budget < 0:
-                return False
-        for j in range(start, end):
-            rank[ordr[j]] = j
+    mixed = np.uint32(0)
+    for c in range(m):
+        v = table[dig[c]]
+        r2[c] = np.int32(v)
+        mixed |= v
+    if not mixed >> np.uint32(31):
+        return True
+    nl = 0
+    for c in range(m):  # the entries of mixed halves, in column order
+        if table[dig[c]] == np.uint32(0xFFFFFFFF):
+            lcol[nl] = c
+            lkey[nl] = keys[c]
+            nl += 1
+    if nl <= LONG_INSERTION:  # insertion sort of their positions by key
+        order = work[3]
+        for i in range(nl):
+            k = lkey[i]
+            j = i - 1
+            while j >= 0 and lkey[order[j]] > k:
+                order[j + 1] = order[j]
+                j -= 1
+            order[j + 1] = i
+    else:
+        order = _sort_radix(lkey[:nl], work[3], work[4], work[5], work[6], table)
+    g = 0
+    half = np.uint32(0xFFFFFFFF)
+    first = 0
+    while g < nl:  # groups of equal keys, ascending: each takes the next places of its half
+        k = lkey[order[g]]
+        e = g + 1
+        while e < nl and lkey[order[e]] == k:
+            e += 1
+        d = dig[lcol[order[g]]]
+        if d != half:
+            half = d
+            first = g
+        value = np.int32(2 * (h[d] + (g - first)) + (e - g) - 1)
+        for q in range(g, e):
+            r2[lcol[order[q]]] = value
+        g = e
     return True
 
 
 @njit(cache=True)
-def _rank_row(keys, kmax, kmin, k_and, k_or, rank, work):
-    """rank[c] = position of column c in the stable ascending order of keys (ties: lower column
-    first); kmax, kmin, k_and, k_or: the row's _key_stats. A binned counting sort, or an LSD
-    radix sort where that gives up (see _rank_binned)."""
-    if not _rank_binned(keys, kmax, kmin, k_and ^ k_or, rank, work):
-        _rank_radix(keys, rank, work)
+def _row_ranks(keys, kmax, kmin, k_and, k_or, r2, work):
+    """r2[c] = lo + hi − 1 for column c, lo (hi) = the number of the row's keys < (≤)
+    keys[c]: twice the average rank of its group of equal keys. kmax, kmin, k_and, k_or: the
+    row's _key_stats. A binned count (_ranks_binned), or the radix sort for huge rows."""
+    if _ranks_binned(keys, kmax, kmin, k_and ^ k_or, r2, work):
+        return
+    m = keys.size
+    order = _sort_radix(keys, work[3], work[4], work[5], work[6], work[7])
+    g = 0
+    while g < m:
+        e = g + 1
+        while e < m and keys[order[e]] == keys[order[g]]:
+            e += 1
+        for q in range(g, e):
+            r2[order[q]] = g + e - 1
+        g = e
 
 
 @njit(cache=True, error_model="numpy")  # IEEE division (p > 0): no zero check, vectorises
-def _della_row(base, tuned, at, seed, density, ranked, step, offset, scale, keys, rank, work):
+def _della_row(base, tuned, at, seed, density, ranked, half_step, offset, scale, keys, r2,
+               work):
     """One row (slices base, tuned; `at` = flat index of its first entry); see della_merge."""
     m = base.size
     if ranked:
@@ -518,32 +533,35 @@ def _della_row(base, tuned, at, seed, density, ranked, step, offset, scale, keys
             k = _key(_load(base[c]), _load(tuned[c]))
             keys[c] = k
             kmax, kmin, k_and, k_or = _key_stats(kmax, kmin, k_and, k_or, k)
-        _rank_row(keys, kmax, kmin, k_and, k_or, rank, work)
+        _row_ranks(keys, kmax, kmin, k_and, k_or, r2, work)
     for c in range(m):
         p = density
         if ranked:
-            p = np.float32(rank[c]) * step + offset
+            p = np.float32(r2[c]) * half_step + offset
         keep = np.float32(1.0) if _uniform(seed, at + c) < p else np.float32(0.0)
         w = (keep / p) * scale
         tuned[c] = _store(_lerp(_load(base[c]), _load(tuned[c]), w), tuned)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def della_merge(base, tuned, m, seed, density, epsilon, step, offset, scale):
-    """Per row of m entries: rank r of |Δ| (stable), p_r = r·step + offset (float32), keep with
-    u < p_r, weight scale·1/p_r; tuned ← lerp(base, tuned, w). epsilon = 0 or m = 1: p = density."""
+def della_merge(base, tuned, m, seed, density, epsilon, half_step, offset, scale):
+    """Per row of m entries: r2 = lo + hi − 1 of |Δ| (twice its average rank: equal |Δ| share
+    one), p = r2·half_step + offset (float32), keep with u < p, weight scale·1/p;
+    tuned ← lerp(base, tuned, w). epsilon = 0 or m = 1: p = density."""
     rows = base.size // m
     nblk = (rows + ROW_BLOCK - 1) // ROW_BLOCK
     ranked = m > 1 and epsilon > 0
     for j in prange(nblk):
         keys = np.empty(m, np.uint32)
-        rank = np.empty(m, np.uint32)
+        r2 = np.empty(m, np.int32)
         work = (np.empty(m, np.uint32), np.empty(m, np.uint32), np.empty(m, np.uint32),
-                np.empty(m, np.uint32), np.empty(RANK_BINS + 2, np.uint32))
+                np.empty(m, np.uint32), np.empty(m, np.uint32), np.empty(m, np.uint32),
+                np.empty(m, np.uint32), np.empty(RANK_BINS + 2, np.uint32),
+                np.empty(RANK_BINS + 2, np.uint32))
         for row in range(j * ROW_BLOCK, min(rows, (j + 1) * ROW_BLOCK)):
             lo = row * m
-            _della_row(base[lo:lo + m], tuned[lo:lo + m], lo, seed, density, ranked, step,
-                       offset, scale, keys, rank, work)
+            _della_row(base[lo:lo + m], tuned[lo:lo + m], lo, seed, density, ranked, half_step,
+                       offset, scale, keys, r2, work)
 
 
 # ---- torch-facing helpers --------------------------------------------------------------------
@@ -793,10 +811,10 @@ def della(base: torch.Tensor, tuned: torch.Tensor, seed: int, density: float, ep
           scale: float) -> torch.Tensor:
     """DELLA over `tuned` (harness/merge/methods/della.py), fused."""
     m = tuned.shape[-1] if tuned.dim() > 0 else 1
-    step = 2 * epsilon / (m - 1) if m > 1 else 0.0
+    half_step = epsilon / (m - 1) if m > 1 else 0.0
     with _threads(base.numel()):
         della_merge(storage(base), storage(tuned), m, np.uint64(seed), np.float32(density),
-                    np.float32(epsilon), np.float32(step), np.float32(density - epsilon),
+                    np.float32(epsilon), np.float32(half_step), np.float32(density - epsilon),
                     np.float32(scale))
     return tuned
 

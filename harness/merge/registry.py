@@ -17,7 +17,8 @@ class Method:
     returns it; ctx is a harness.merge.stream.MergeContext) or "group" (neuron_fusion: a
     layer's matrix group at once). `reads_base=False` (the `mllm` identity) spares the engine
     reading the base model. `fused` names the family of fused CPU kernels the method uses
-    (harness/merge/fused.py), which the engine loads in the background.
+    (harness/merge/fused.py), which the engine loads in the background. `revision` names a
+    changed definition (it enters a merge's identity: merges by an earlier one are not reused).
     """
 
     name: str
@@ -27,15 +28,17 @@ class Method:
     stochastic: bool = False
     reads_base: bool = True
     fused: str | None = None
+    revision: str | None = None
 
 
 METHODS: dict[str, Method] = {}
 
 
 def register(name: str, params_cls: type, fn: Callable, kind: str = "tensor",
-             stochastic: bool = False, reads_base: bool = True, fused: str | None = None) -> None:
+             stochastic: bool = False, reads_base: bool = True, fused: str | None = None,
+             revision: str | None = None) -> None:
     """Add a method to the registry (one line at the bottom of each method file)."""
-    METHODS[name] = Method(name, params_cls, fn, kind, stochastic, reads_base, fused)
+    METHODS[name] = Method(name, params_cls, fn, kind, stochastic, reads_base, fused, revision)
 
 
 def get_method(name: str) -> Method:

@@ -1,7 +1,10 @@
 """DELLA-Merging, magnitude-based sampling (Deep et al., 2024), with one tuned model.
 
 Within each row (last dimension; a 1-D tensor is one row) rank the m entries by |Δ| ascending,
-r = 0 … m−1 (stable sort: ties by index). Keep entry with probability
+r = 0 … m−1, entries of equal |Δ| sharing their average rank r = (lo + hi − 1)/2 (lo, hi: the
+numbers of the row's entries with |Δ| <, ≤ theirs): equal magnitudes get equal chances, the
+merge does not depend on the order of a row's columns, and the row's mean p stays density.
+Keep an entry with probability
     p_r = density − ε + 2ε·r/(m − 1)        (p = density when m = 1)
 (u < p_r, u ~ U[0,1) the entry's draw from the tensor's seeded stream) and rescale kept
 entries by 1/p_r.
@@ -15,7 +18,6 @@ import torch
 from harness.merge.fused import fused_ok
 from harness.merge.randomness import UniformStream, tensor_seed
 from harness.merge.registry import check_range, register
-from harness.merge.select import row_order
 from harness.merge.stream import MergeContext, abs_delta, lerp_into
 
 
@@ -40,16 +42,16 @@ class DellaParams:
 
 
 def keep_probability(mag: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
-    """p per entry: linear in the entry's rank by |Δ| within its row."""
+    """p per entry: linear in the entry's average rank by |Δ| within its row (float32 |Δ|)."""
     rows = mag.reshape(-1, mag.shape[-1]) if mag.dim() > 1 else mag.reshape(1, -1)
     m = rows.shape[-1]
     if m == 1 or epsilon == 0:
         return torch.full_like(mag, density)
-    # p by rank is the same vector for every row: scatter it to each row's columns in rank order
-    by_rank = torch.arange(m, device=mag.device, dtype=mag.dtype) \
-        .mul_(2 * epsilon / (m - 1)).add_(density - epsilon)
-    order = row_order(rows)
-    return torch.empty_like(rows).scatter_(-1, order, by_rank.expand_as(rows)).reshape(mag.shape)
+    ordered = rows.sort(dim=-1).values
+    lo = torch.searchsorted(ordered, rows)
+    twice_rank = lo.add_(torch.searchsorted(ordered, rows, right=True)).sub_(1)  # lo + hi − 1
+    return twice_rank.to(mag.dtype).mul_(epsilon / (m - 1)).add_(density - epsilon) \
+        .reshape(mag.shape)
 
 
 def merge_della(base: torch.Tensor, tuned: torch.Tensor, p: DellaParams,
@@ -71,4 +73,5 @@ def merge_della(base: torch.Tensor, tuned: torch.Tensor, p: DellaParams,
     return lerp_into(base, tuned, weight, ctx, rows=True)
 
 
-register("della", DellaParams, merge_della, fused="della", stochastic=True)
+register("della", DellaParams, merge_della, fused="della", stochastic=True,
+         revision="average-rank-ties")
