@@ -254,24 +254,19 @@ def _row_keys(kind: str, m: int, rng: np.random.Generator) -> np.ndarray:
                                   "const"])
 @pytest.mark.parametrize("m", [1, 2, 7, 300, 2048, 5632, 70000])
 def test_row_ranks_are_twice_the_average_rank(kind, m):
-    """della's per-row ranks (binned count; radix sort of the long keys or, for rows of ≥ 2^16
-    entries, of the whole row) are lo + hi − 1: the numbers of keys <, ≤ each key."""
+    """della's per-row ranks (binned count; insertion or radix sort of the long keys in shared
+    half-bins) are lo + hi − 1: the numbers of keys <, ≤ each key."""
     keys = _row_keys(kind, m, np.random.default_rng(m))
-    stats = (np.uint32(0), np.uint32(0xFFFFFFFF), np.uint32(0xFFFFFFFF), np.uint32(0))
+    kmax, kmin, diff = np.uint32(0), np.uint32(0xFFFFFFFF), np.uint32(0xFFFFFFFF)
     nz = keys[keys != 0]
     if nz.size:
-        stats = (keys.max(), nz.min(), np.bitwise_and.reduce(nz), np.bitwise_or.reduce(nz))
-    work = tuple(np.empty(m, np.uint32) for _ in range(7)) + tuple(
-        np.empty(kernels.RANK_BINS + 2, np.uint32) for _ in range(2))
+        kmax, kmin = keys.max(), nz.min()
+        diff = np.bitwise_and.reduce(nz) ^ np.bitwise_or.reduce(nz)
     ordered = np.sort(keys)
     want = np.searchsorted(ordered, keys) + np.searchsorted(ordered, keys, side="right") - 1
     r2 = np.empty(m, np.int32)
-    kernels._row_ranks(keys, *stats, r2, work)
+    kernels._row_ranks(keys, kmax, kmin, diff, r2, kernels.rank_work(m))
     assert np.array_equal(r2, want)
-    binned = kernels._ranks_binned(keys, stats[0], stats[1], stats[2] ^ stats[3], r2, work)
-    assert binned == (m < 1 << 16)
-    if binned:
-        assert np.array_equal(r2, want)
 
 
 def test_della_ties_share_their_average_rank():

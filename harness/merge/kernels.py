@@ -416,8 +416,19 @@ def _key_stats(kmax, kmin, k_and, k_or, k):
 
 
 @njit(cache=True)
-def _ranks_binned(keys, kmax, kmin, diff, r2, work):
-    """_row_ranks's fast path: False (r2 unfinished) when the row has ≥ 2^16 entries.
+def rank_work(m):
+    """Scratch arrays of _row_ranks for rows of m entries."""
+    return (np.empty(m, np.uint32), np.empty(m, np.uint32), np.empty(m, np.uint32),
+            np.empty(m, np.uint32), np.empty(m, np.uint32), np.empty(m, np.uint32),
+            np.empty(m, np.uint32), np.empty(RANK_BINS + 2, np.uint32),
+            np.empty(RANK_BINS + 2, np.uint32))
+
+
+@njit(cache=True)
+def _row_ranks(keys, kmax, kmin, diff, r2, work):
+    """r2[c] = lo + hi − 1 for column c, lo (hi) = the number of the row's keys < (≤)
+    keys[c]: twice the average rank of its group of equal keys. kmax, kmin and diff (AND ^ OR
+    of the non-zero keys): the row's _key_stats; work: rank_work(m).
 
     One count of the keys by bin. Bin 0 holds the zeros; the non-zero keys are cut to their top
     bits above a shift s (the least that keeps the bins within min(RANK_BINS / 2, max(32, m))),
@@ -430,8 +441,6 @@ def _ranks_binned(keys, kmax, kmin, diff, r2, work):
     places of its half."""
     dig, lcol, lkey, hist, table = work[0], work[1], work[2], work[7], work[8]
     m = keys.size
-    if m > 0xFFFF:
-        return False
     nb_max = min(RANK_BINS // 2, max(32, m))  # bins; twice as many halves
     s0 = 0
     while s0 < 31 and not (diff >> np.uint32(s0)) & np.uint32(1):
@@ -456,8 +465,8 @@ def _ranks_binned(keys, kmax, kmin, diff, r2, work):
     for d in range(nb):  # starts; start + end − 1, or −1 for a long half of ≥ 2 entries
         n_d = h[d]
         h[d] = total
-        mixed = (d & 1) != 0 and n_d > one
-        table[d] = np.uint32(0xFFFFFFFF) if mixed else two * total + n_d - one
+        many = (d & 1) != 0 and n_d > one
+        table[d] = np.uint32(0xFFFFFFFF) if many else two * total + n_d - one
         total += n_d
     mixed = np.uint32(0)
     for c in range(m):
@@ -465,7 +474,7 @@ def _ranks_binned(keys, kmax, kmin, diff, r2, work):
         r2[c] = np.int32(v)
         mixed |= v
     if not mixed >> np.uint32(31):
-        return True
+        return
     nl = 0
     for c in range(m):  # the entries of mixed halves, in column order
         if table[dig[c]] == np.uint32(0xFFFFFFFF):
@@ -499,26 +508,6 @@ def _ranks_binned(keys, kmax, kmin, diff, r2, work):
         for q in range(g, e):
             r2[lcol[order[q]]] = value
         g = e
-    return True
-
-
-@njit(cache=True)
-def _row_ranks(keys, kmax, kmin, k_and, k_or, r2, work):
-    """r2[c] = lo + hi − 1 for column c, lo (hi) = the number of the row's keys < (≤)
-    keys[c]: twice the average rank of its group of equal keys. kmax, kmin, k_and, k_or: the
-    row's _key_stats. A binned count (_ranks_binned), or the radix sort for huge rows."""
-    if _ranks_binned(keys, kmax, kmin, k_and ^ k_or, r2, work):
-        return
-    m = keys.size
-    order = _sort_radix(keys, work[3], work[4], work[5], work[6], work[7])
-    g = 0
-    while g < m:
-        e = g + 1
-        while e < m and keys[order[e]] == keys[order[g]]:
-            e += 1
-        for q in range(g, e):
-            r2[order[q]] = g + e - 1
-        g = e
 
 
 @njit(cache=True, error_model="numpy")  # IEEE division (p > 0): no zero check, vectorises
@@ -533,7 +522,7 @@ def _della_row(base, tuned, at, seed, density, ranked, half_step, offset, scale,
             k = _key(_load(base[c]), _load(tuned[c]))
             keys[c] = k
             kmax, kmin, k_and, k_or = _key_stats(kmax, kmin, k_and, k_or, k)
-        _row_ranks(keys, kmax, kmin, k_and, k_or, r2, work)
+        _row_ranks(keys, kmax, kmin, k_and ^ k_or, r2, work)
     for c in range(m):
         p = density
         if ranked:
@@ -554,10 +543,7 @@ def della_merge(base, tuned, m, seed, density, epsilon, half_step, offset, scale
     for j in prange(nblk):
         keys = np.empty(m, np.uint32)
         r2 = np.empty(m, np.int32)
-        work = (np.empty(m, np.uint32), np.empty(m, np.uint32), np.empty(m, np.uint32),
-                np.empty(m, np.uint32), np.empty(m, np.uint32), np.empty(m, np.uint32),
-                np.empty(m, np.uint32), np.empty(RANK_BINS + 2, np.uint32),
-                np.empty(RANK_BINS + 2, np.uint32))
+        work = rank_work(m)
         for row in range(j * ROW_BLOCK, min(rows, (j + 1) * ROW_BLOCK)):
             lo = row * m
             _della_row(base[lo:lo + m], tuned[lo:lo + m], lo, seed, density, ranked, half_step,
