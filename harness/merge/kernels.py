@@ -420,8 +420,88 @@ def rank_work(m):
     """Scratch arrays of _row_ranks for rows of m entries."""
     return (np.empty(m, np.uint32), np.empty(m, np.uint32), np.empty(m, np.uint32),
             np.empty(m, np.uint32), np.empty(m, np.uint32), np.empty(m, np.uint32),
-            np.empty(m, np.uint32), np.empty(RANK_BINS + 2, np.uint32),
-            np.empty(RANK_BINS + 2, np.uint32))
+            np.empty(m, np.uint32), np.empty(RANK_BINS, np.uint32),
+            np.empty(RANK_BINS, np.uint32))
+
+
+_PAIR = np.uint64(0x0000000100000001)  # a one in each 32-bit half of a word
+
+
+@njit(cache=True)
+def _ends(h, table, nb):
+    """table[d] = start + end of half d, for h = the halves' counts (nb of them, even), two
+    halves (a bin) per 64-bit word: the product of a word by _PAIR holds the short count in its
+    low half and the bin's count in its high half, so the one dependency from bin to bin is
+    `total +=` the bin's count. A long half of ≥ 2 entries gets 0xFFFFFFFF, and its start in h."""
+    hw = h[:nb].view(np.uint64)
+    tw = table[:nb].view(np.uint64)
+    total = np.uint64(0)
+    for i in range(nb // 2):
+        w = hw[i]
+        ends = w * _PAIR
+        end = ends + total * _PAIR
+        total += ends >> np.uint64(32)
+        tw[i] = end + end - w
+        if w > np.uint64(0x1FFFFFFFF):  # the long half holds ≥ 2
+            table[2 * i + 1] = np.uint32(0xFFFFFFFF)
+            h[2 * i + 1] = np.uint32((end - w) >> np.uint64(32))
+
+
+@njit(cache=True)
+def _count(dig, h, nb):
+    """h[:nb] = the number of entries in each half."""
+    h[:nb] = 0
+    for c in range(dig.size):
+        h[dig[c]] += 1
+
+
+@njit(cache=True)
+def _gather(dig, table, mixed, r2, keys, lcol, lkey):
+    """r2 = table − 1 by half; the columns and keys of the entries of halves marked `mixed`,
+    in column order; returns how many."""
+    nl = 0
+    for c in range(dig.size):
+        v = table[dig[c]]
+        r2[c] = np.int32(v) - 1
+        if v == mixed:
+            lcol[nl] = c
+            lkey[nl] = keys[c]
+            nl += 1
+    return nl
+
+
+@njit(cache=True)
+def _place_long(nl, lcol, lkey, dig, start, r2, work):
+    """Sort the nl entries of mixed halves by key (insertion, or radix for many) and give each
+    group of equal keys lo + hi − 1 from the next places of its half (start[half] = the
+    half's first place)."""
+    if nl <= LONG_INSERTION:  # insertion sort of their positions by key
+        order = work[3]
+        for i in range(nl):
+            k = lkey[i]
+            j = i - 1
+            while j >= 0 and lkey[order[j]] > k:
+                order[j + 1] = order[j]
+                j -= 1
+            order[j + 1] = i
+    else:
+        order = _sort_radix(lkey[:nl], work[3], work[4], work[5], work[6], work[8])
+    g = 0
+    half = np.uint32(0xFFFFFFFF)
+    first = 0
+    while g < nl:  # groups of equal keys, ascending: each takes the next places of its half
+        k = lkey[order[g]]
+        e = g + 1
+        while e < nl and lkey[order[e]] == k:
+            e += 1
+        d = dig[lcol[order[g]]]
+        if d != half:
+            half = d
+            first = g
+        value = np.int32(2 * (np.int64(start[d]) + (g - first)) + (e - g) - 1)
+        for q in range(g, e):
+            r2[lcol[order[q]]] = value
+        g = e
 
 
 @njit(cache=True)
@@ -435,11 +515,10 @@ def _row_ranks(keys, kmax, kmin, diff, r2, work):
     and a key is "long" when it also has bits below s in which the row's keys differ. Each bin
     is split: its short keys (one value, the lowest in the bin) first, then its long keys; both
     halves order like the keys. A half of one value (any short half, a long half of one entry)
-    gives each of its entries lo + hi − 1 = start + end − 1 from a table. Entries of the other
-    halves (|Δ| of a bf16 fine-tune has few significant bits: a few long keys per row, rarely
-    two in one bin) are sorted among themselves, and each group of equal keys takes the next
-    places of its half."""
-    dig, lcol, lkey, hist, table = work[0], work[1], work[2], work[7], work[8]
+    gives each of its entries lo + hi − 1 = start + end − 1 from a table. Entries of the other halves (|Δ| of a bf16
+    fine-tune has few significant bits: a few long keys per row, rarely two in one bin) are
+    sorted among themselves, and each group of equal keys takes the next places of its half."""
+    dig, lcol, lkey = work[0], work[1], work[2]
     m = keys.size
     nb_max = min(RANK_BINS // 2, max(32, m))  # bins; twice as many halves
     s0 = 0
@@ -457,63 +536,19 @@ def _row_ranks(keys, kmax, kmin, diff, r2, work):
         k = keys[c]
         d = (k >> us) - below if k != 0 else np.uint32(0)
         dig[c] = two * d + (one if (k & low) != 0 else np.uint32(0))
-    h = hist[:nb]
-    h[:] = 0
-    for c in range(m):
-        h[dig[c]] += one
-    total = np.uint32(0)
-    for d in range(nb):  # starts; start + end − 1, or −1 for a long half of ≥ 2 entries
-        n_d = h[d]
-        h[d] = total
-        many = (d & 1) != 0 and n_d > one
-        table[d] = np.uint32(0xFFFFFFFF) if many else two * total + n_d - one
-        total += n_d
-    mixed = np.uint32(0)
-    for c in range(m):
-        v = table[dig[c]]
-        r2[c] = np.int32(v)
-        mixed |= v
-    if not mixed >> np.uint32(31):
-        return
-    nl = 0
-    for c in range(m):  # the entries of mixed halves, in column order
-        if table[dig[c]] == np.uint32(0xFFFFFFFF):
-            lcol[nl] = c
-            lkey[nl] = keys[c]
-            nl += 1
-    if nl <= LONG_INSERTION:  # insertion sort of their positions by key
-        order = work[3]
-        for i in range(nl):
-            k = lkey[i]
-            j = i - 1
-            while j >= 0 and lkey[order[j]] > k:
-                order[j + 1] = order[j]
-                j -= 1
-            order[j + 1] = i
-    else:
-        order = _sort_radix(lkey[:nl], work[3], work[4], work[5], work[6], table)
-    g = 0
-    half = np.uint32(0xFFFFFFFF)
-    first = 0
-    while g < nl:  # groups of equal keys, ascending: each takes the next places of its half
-        k = lkey[order[g]]
-        e = g + 1
-        while e < nl and lkey[order[e]] == k:
-            e += 1
-        d = dig[lcol[order[g]]]
-        if d != half:
-            half = d
-            first = g
-        value = np.int32(2 * (h[d] + (g - first)) + (e - g) - 1)
-        for q in range(g, e):
-            r2[lcol[order[q]]] = value
-        g = e
+    h, table = work[7], work[8]
+    _count(dig, h, nb)
+    _ends(h, table, nb)
+    nl = _gather(dig, table, np.uint32(0xFFFFFFFF), r2, keys, lcol, lkey)
+    if nl:
+        _place_long(nl, lcol, lkey, dig, h, r2, work)
 
 
 @njit(cache=True, error_model="numpy")  # IEEE division (p > 0): no zero check, vectorises
-def _della_row(base, tuned, at, seed, density, ranked, half_step, offset, scale, keys, r2,
+def _della_row(base, tuned, at, seed, density, ranked, half_step, offset, scale, keys, r2, u,
                work):
-    """One row (slices base, tuned; `at` = flat index of its first entry); see della_merge."""
+    """One row (slices base, tuned; `at` = flat index of its first entry; scratch keys, r2, u of
+    m entries and work = rank_work(m)); see della_merge."""
     m = base.size
     if ranked:
         kmax, kmin = np.uint32(0), np.uint32(0xFFFFFFFF)
@@ -523,13 +558,18 @@ def _della_row(base, tuned, at, seed, density, ranked, half_step, offset, scale,
             keys[c] = k
             kmax, kmin, k_and, k_or = _key_stats(kmax, kmin, k_and, k_or, k)
         _row_ranks(keys, kmax, kmin, k_and ^ k_or, r2, work)
-    for c in range(m):
-        p = density
-        if ranked:
+        for c in range(m):  # the draws (64-bit lanes) apart: the loop below runs 8 lanes wide
+            u[c] = _uniform(seed, at + c)
+        for c in range(m):
             p = np.float32(r2[c]) * half_step + offset
-        keep = np.float32(1.0) if _uniform(seed, at + c) < p else np.float32(0.0)
-        w = (keep / p) * scale
-        tuned[c] = _store(_lerp(_load(base[c]), _load(tuned[c]), w), tuned)
+            keep = np.float32(1.0) if u[c] < p else np.float32(0.0)
+            w = (keep / p) * scale
+            tuned[c] = _store(_lerp(_load(base[c]), _load(tuned[c]), w), tuned)
+    else:
+        for c in range(m):
+            keep = np.float32(1.0) if _uniform(seed, at + c) < density else np.float32(0.0)
+            w = (keep / density) * scale
+            tuned[c] = _store(_lerp(_load(base[c]), _load(tuned[c]), w), tuned)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -543,11 +583,12 @@ def della_merge(base, tuned, m, seed, density, epsilon, half_step, offset, scale
     for j in prange(nblk):
         keys = np.empty(m, np.uint32)
         r2 = np.empty(m, np.int32)
+        u = np.empty(m, np.float32)
         work = rank_work(m)
         for row in range(j * ROW_BLOCK, min(rows, (j + 1) * ROW_BLOCK)):
             lo = row * m
             _della_row(base[lo:lo + m], tuned[lo:lo + m], lo, seed, density, ranked, half_step,
-                       offset, scale, keys, r2, work)
+                       offset, scale, keys, r2, u, work)
 
 
 # ---- torch-facing helpers --------------------------------------------------------------------
