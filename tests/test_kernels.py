@@ -129,17 +129,22 @@ def test_draws_same_in_numba_and_torch():
     from numba import njit
 
     @njit
-    def draws(seed, idx, out):
+    def draws(seed, idx, out, stepped):
         for j in range(idx.size):
-            out[j] = kernels._uniform(seed, idx[j])
+            out[j] = kernels._unit(kernels._state(seed, idx[j]))
+            z = kernels._state(seed, idx[j] - 3)  # three steps of the state, as the loops do
+            for _ in range(3):
+                z += kernels._GOLDEN
+            stepped[j] = kernels._unit(z)
 
-    idx = np.array([0, 1, 2, 1000, 2 ** 31 + 5, 2 ** 40 + 3], np.int64)
+    idx = np.array([0, 1, 2, 3, 1000, 2 ** 31 + 5, 2 ** 40 + 3], np.int64)
     for name in ("a", "model.layers.0.mlp.up_proj.weight"):
         seed = tensor_seed(12345, name)
-        out = np.empty(idx.size, np.float32)
-        draws(np.uint64(seed), idx, out)
+        out, stepped = np.empty(idx.size, np.float32), np.empty(idx.size, np.float32)
+        draws(np.uint64(seed), idx, out, stepped)
         want = torch.stack([uniform_range(seed, int(i), 1, "cpu")[0] for i in idx])
         assert torch.equal(torch.from_numpy(out), want)
+        assert torch.equal(torch.from_numpy(stepped), want)
 
 
 def test_draw_stream_chunks_and_distribution():
