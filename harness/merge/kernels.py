@@ -443,7 +443,8 @@ def _key_stats(kmax, kmin, k_and, k_or, k):
 
 @njit(cache=True)
 def rank_work(m):
-    """Scratch arrays of _row_ranks for rows of m entries."""
+    """Scratch arrays of _row_ranks for rows of m entries: half of each entry, columns and keys
+    of the mixed-half entries, four sort buffers (m each), half counts and table (RANK_BINS)."""
     return (np.empty(m, np.uint32), np.empty(m, np.uint32), np.empty(m, np.uint32),
             np.empty(m, np.uint32), np.empty(m, np.uint32), np.empty(m, np.uint32),
             np.empty(m, np.uint32), np.empty(RANK_BINS, np.uint32),
@@ -541,9 +542,10 @@ def _row_ranks(keys, kmax, kmin, diff, r2, work):
     and a key is "long" when it also has bits below s in which the row's keys differ. Each bin
     is split: its short keys (one value, the lowest in the bin) first, then its long keys; both
     halves order like the keys. A half of one value (any short half, a long half of one entry)
-    gives each of its entries lo + hi − 1 = start + end − 1 from a table. Entries of the other halves (|Δ| of a bf16
-    fine-tune has few significant bits: a few long keys per row, rarely two in one bin) are
-    sorted among themselves, and each group of equal keys takes the next places of its half."""
+    gives each of its entries lo + hi − 1 = start + end − 1 from a table. Entries of the other
+    halves (|Δ| of a bf16 fine-tune has few significant bits: a few long keys per row, rarely
+    two in one bin) are sorted among themselves, and each group of equal keys takes the next
+    places of its half."""
     dig, lcol, lkey = work[0], work[1], work[2]
     m = keys.size
     nb_max = min(RANK_BINS // 2, max(32, m))  # bins; twice as many halves
@@ -589,17 +591,20 @@ def _della_row(base, tuned, at, seed, density, ranked, half_step, offset, scale,
             u[c] = _unit(z)
             z += _GOLDEN
         for c in range(m):
-            p = np.float32(r2[c]) * half_step + offset
-            keep = np.float32(1.0) if u[c] < p else np.float32(0.0)
-            w = (keep / p) * scale
-            tuned[c] = _store(_lerp(_load(base[c]), _load(tuned[c]), w), tuned)
+            _keep_lerp(base, tuned, c, u[c], np.float32(r2[c]) * half_step + offset, scale)
     else:
         z = _state(seed, at)
         for c in range(m):
-            keep = np.float32(1.0) if _unit(z) < density else np.float32(0.0)
+            _keep_lerp(base, tuned, c, _unit(z), density, scale)
             z += _GOLDEN
-            w = (keep / density) * scale
-            tuned[c] = _store(_lerp(_load(base[c]), _load(tuned[c]), w), tuned)
+
+
+@njit(error_model="numpy")
+def _keep_lerp(base, tuned, c, u, p, scale):
+    """Entry c kept when its draw u < p, with weight (1/p)·scale (0/p·scale when dropped)."""
+    keep = np.float32(1.0) if u < p else np.float32(0.0)
+    w = (keep / p) * scale
+    tuned[c] = _store(_lerp(_load(base[c]), _load(tuned[c]), w), tuned)
 
 
 @njit(parallel=True, cache=True, nogil=True)
