@@ -3,6 +3,9 @@ counter-based draws (harness/merge/randomness.py) are the same in numba and torc
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -174,6 +177,26 @@ def test_kernels_setting_is_respected():
     assert fused_ok(half, half, MergeContext(), "dare")
     assert preload("dare", [torch.float16]) is None  # already loaded
 
+
+
+def test_preload_skips_the_blas_probe_only():
+    """Loading the kernels leaves scipy.linalg unimported (numba's BLAS probe is skipped), and
+    numba code using BLAS still compiles and runs afterwards (fresh process: numba's registry
+    loads once)."""
+    code = """
+import sys, numpy as np, numba, torch
+from harness.merge.fused import _READY, preload
+preload("dare", [torch.bfloat16], entries=1 << 30).join()
+assert ("dare", torch.bfloat16) in _READY
+assert "scipy.linalg" not in sys.modules
+dot = numba.njit(lambda a, b: np.dot(a, b))
+assert dot(np.ones(3), np.full(3, 2.0)) == 6.0
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
 
 def _topk_reference(base, tuned, k_keep, k_drop, scale):
     spec = get_method("breadcrumbs")

@@ -76,6 +76,7 @@ def preload(family: str | None, dtypes: Iterable[torch.dtype],
 def _load(todo: list[tuple[str, torch.dtype]]) -> None:
     with _LOCK:
         try:
+            _registries_without_blas_probe()
             from harness.merge import kernels
 
             for key in todo:
@@ -90,3 +91,32 @@ def _load(todo: list[tuple[str, torch.dtype]]) -> None:
         finally:
             for key in todo:
                 _DONE[key].set()
+
+
+def _registries_without_blas_probe() -> None:
+    """Import numba's array-function registry (numba.np.arraymath, which numba imports on its
+    first compile or cache load in a process) without its BLAS probe: the probe imports
+    scipy.linalg (0.15-0.3 s of Python under the GIL; the engine's first large tensor waits for
+    the kernels, and a 1b merge measured ~0.5 s faster without it). The probe only picks how
+    numba compiles np.correlate / np.convolve (a plain loop without it; the kernels use
+    neither); np.dot & co. still find BLAS, as the probe is restored right after the import.
+    Does nothing when the registry is loaded already or numba's layout differs."""
+    import sys
+
+    if "numba.np.arraymath" in sys.modules:
+        return
+    try:
+        from numba.np import linalg
+
+        probe = linalg.ensure_blas
+    except (ImportError, AttributeError):
+        return
+
+    def no_blas() -> None:
+        raise ImportError("BLAS probe skipped by harness.merge.fused")
+
+    linalg.ensure_blas = no_blas
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        linalg.ensure_blas = probe
