@@ -178,7 +178,6 @@ def test_kernels_setting_is_respected():
     assert preload("dare", [torch.float16]) is None  # already loaded
 
 
-
 def test_preload_skips_the_blas_probe_only():
     """Loading the kernels leaves scipy.linalg unimported (numba's BLAS probe is skipped), and
     numba code using BLAS still compiles and runs afterwards (fresh process: numba's registry
@@ -197,6 +196,7 @@ print("ok")
                          check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
+
 
 def _topk_reference(base, tuned, k_keep, k_drop, scale):
     spec = get_method("breadcrumbs")

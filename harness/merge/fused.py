@@ -17,6 +17,7 @@ merge.kernels (MergeContext.kernels):
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Iterable
 
@@ -101,8 +102,6 @@ def _registries_without_blas_probe() -> None:
     numba compiles np.correlate / np.convolve (a plain loop without it; the kernels use
     neither); np.dot & co. still find BLAS, as the probe is restored right after the import.
     Does nothing when the registry is loaded already or numba's layout differs."""
-    import sys
-
     if "numba.np.arraymath" in sys.modules:
         return
     try:

@@ -578,6 +578,7 @@ def _della_row(base, tuned, at, seed, density, ranked, half_step, offset, scale,
     """One row (slices base, tuned; `at` = flat index of its first entry; scratch keys, r2, u of
     m entries and work = rank_work(m)); see della_merge."""
     m = base.size
+    z = _state(seed, at)
     if ranked:
         kmax, kmin = np.uint32(0), np.uint32(0xFFFFFFFF)
         k_and, k_or = np.uint32(0xFFFFFFFF), np.uint32(0)
@@ -586,14 +587,12 @@ def _della_row(base, tuned, at, seed, density, ranked, half_step, offset, scale,
             keys[c] = k
             kmax, kmin, k_and, k_or = _key_stats(kmax, kmin, k_and, k_or, k)
         _row_ranks(keys, kmax, kmin, k_and ^ k_or, r2, work)
-        z = _state(seed, at)
         for c in range(m):  # the draws (64-bit lanes) apart: the loop below runs 8 lanes wide
             u[c] = _unit(z)
             z += _GOLDEN
         for c in range(m):
             _keep_lerp(base, tuned, c, u[c], np.float32(r2[c]) * half_step + offset, scale)
     else:
-        z = _state(seed, at)
         for c in range(m):
             _keep_lerp(base, tuned, c, _unit(z), density, scale)
             z += _GOLDEN
