@@ -3,6 +3,7 @@ counter-based draws (harness/merge/randomness.py) are the same in numba and torc
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -178,16 +179,16 @@ def test_kernels_setting_is_respected():
     assert preload("dare", [torch.float16]) is None  # already loaded
 
 
-def test_preload_skips_the_blas_probe_only():
-    """Loading the kernels leaves scipy.linalg unimported (numba's BLAS probe is skipped), and
-    numba code using BLAS still compiles and runs afterwards (fresh process: numba's registry
-    loads once)."""
+def test_preload_loads_cached_kernels_without_registries():
+    """Loading cached kernels skips numba's typing and lowering registries (numba.np.arraymath
+    and its BLAS probe, which imports scipy.linalg, stay unimported), and numba code compiled
+    afterwards still gets them (fresh process: numba's registries load once)."""
     code = """
 import sys, numpy as np, numba, torch
 from harness.merge.fused import _READY, preload
 preload("dare", [torch.bfloat16], entries=1 << 30).join()
 assert ("dare", torch.bfloat16) in _READY
-assert "scipy.linalg" not in sys.modules
+assert "numba.np.arraymath" not in sys.modules and "scipy.linalg" not in sys.modules
 dot = numba.njit(lambda a, b: np.dot(a, b))
 assert dot(np.ones(3), np.full(3, 2.0)) == 6.0
 print("ok")
@@ -196,6 +197,37 @@ print("ok")
                          check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
+
+
+def test_lean_cache_load_compiles_what_is_not_cached(tmp_path):
+    """Under the lean cache load a kernel missing from the cache compiles as usual (first
+    process), and the next process loads it from the cache, leanly, with the same result."""
+    (tmp_path / "kern.py").write_text(
+        "import numba, numpy as np\n"
+        "@numba.njit(cache=True)\n"
+        "def f(x):\n"
+        "    s = 0.0\n"
+        "    for i in range(x.size):\n"
+        "        s += 2 * x[i]\n"
+        "    return s\n")
+    code = """
+import sys, numpy as np
+from harness.merge.fused import _cache_loads_without_registries
+sys.path.insert(0, sys.argv[1])
+import kern
+with _cache_loads_without_registries():
+    y = kern.f(np.arange(5.0))
+print(y, sum(kern.f.stats.cache_hits.values()), "numba.np.arraymath" in sys.modules)
+"""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                           text=True, check=False, env=env) for _ in range(2)]
+    for out in runs:
+        assert out.returncode == 0, out.stderr[-2000:]
+    first, second = (r.stdout.split() for r in runs)
+    assert first[0] == second[0] == "20.0"
+    assert first[1:] == ["0", "True"]  # compiled, with the full registries installed
+    assert second[1:] == ["1", "False"]  # loaded from the cache, leanly
 
 
 def _topk_reference(base, tuned, k_keep, k_drop, scale):

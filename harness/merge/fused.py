@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 import torch
 
@@ -77,12 +78,12 @@ def preload(family: str | None, dtypes: Iterable[torch.dtype],
 def _load(todo: list[tuple[str, torch.dtype]]) -> None:
     with _LOCK:
         try:
-            _registries_without_blas_probe()
             from harness.merge import kernels
 
-            for key in todo:
-                if key not in _READY:
-                    kernels.warm(*key)
+            with _cache_loads_without_registries():
+                for key in todo:
+                    if key not in _READY:
+                        kernels.warm(*key)
             # all at once: the merge then never launches kernels while this thread still does
             # (numba's workqueue threading layer, used where OpenMP is missing, is not
             # thread-safe)
@@ -94,28 +95,37 @@ def _load(todo: list[tuple[str, torch.dtype]]) -> None:
                 _DONE[key].set()
 
 
-def _registries_without_blas_probe() -> None:
-    """Import numba's array-function registry (numba.np.arraymath, which numba imports on its
-    first compile or cache load in a process) without its BLAS probe: the probe imports
-    scipy.linalg (0.15-0.3 s of Python under the GIL; the engine's first large tensor waits for
-    the kernels, and a 1b merge measured ~0.5 s faster without it). The probe only picks how
-    numba compiles np.correlate / np.convolve (a plain loop without it; the kernels use
-    neither); np.dot & co. still find BLAS, as the probe is restored right after the import.
-    Does nothing when the registry is loaded already or numba's layout differs."""
-    if "numba.np.arraymath" in sys.modules:
-        return
+@contextmanager
+def _cache_loads_without_registries() -> Iterator[None]:
+    """Within: numba loads a kernel from its on-disk cache without first installing its typing
+    and lowering registries (~1000 templates and ~40 modules, 0.3 s of Python under the GIL
+    while the engine's first large tensor waits; what a cached kernel needs is the runtime
+    (NRT), which is still initialised). A kernel that is not cached yet compiles as usual, after
+    a full refresh; so does a cached one whose lean load fails, and any numba code run later.
+    Does nothing when numba's layout differs."""
     try:
-        from numba.np import linalg
+        from numba.core import caching
+        from numba.core.runtime import rtsys
 
-        probe = linalg.ensure_blas
+        full_load = caching.Cache.load_overload
     except (ImportError, AttributeError):
+        yield
         return
 
-    def no_blas() -> None:
-        raise ImportError("BLAS probe skipped by harness.merge.fused")
+    def lean_load(cache, sig, target_context):
+        try:  # numba's lock is held here: no compile runs meanwhile
+            target_context.refresh = lambda: rtsys.initialize(target_context)
+            try:
+                loaded = full_load(cache, sig, target_context)
+            finally:
+                del target_context.refresh
+        except Exception as err:  # noqa: BLE001 - then the full load decides
+            log.debug("lean cache load of a fused kernel failed (%s); loading fully", err)
+            loaded = None
+        return loaded if loaded is not None else full_load(cache, sig, target_context)
 
-    linalg.ensure_blas = no_blas
+    caching.Cache.load_overload = lean_load
     try:
-        import numba.np.arraymath  # noqa: F401
+        yield
     finally:
-        linalg.ensure_blas = probe
+        caching.Cache.load_overload = full_load
