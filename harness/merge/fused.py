@@ -1,11 +1,11 @@
 """When the fused CPU kernels (harness/merge/kernels.py) run, and loading them off the critical path.
 
-numba costs ~0.3 s to import and ~0.5 s for its first compiled call in a process (minutes the
-first time on a machine, when it compiles into its on-disk cache). The merge engine therefore
-starts `preload` in a background thread as soon as it knows the method and dtypes, and runs the
-torch path, which gives the same bits, on small tensors until the kernels are ready; a large
-tensor (an embedding: the torch path of DARE takes ~2 s on it) waits up to WAIT_S for them.
-Methods ask `fused_ok`.
+numba costs ~0.3 s to import and ~0.1 s to load a cached kernel (leanly: see
+`_cache_loads_without_registries`; minutes the first time on a machine, when it compiles into
+its on-disk cache). The merge engine therefore starts `preload` in a background thread as soon
+as it knows the method and dtypes, and runs the torch path, which gives the same bits, on small
+tensors until the kernels are ready; a large tensor (an embedding: the torch path of DARE takes
+~2 s on it) waits up to WAIT_S for them. Methods ask `fused_ok`.
 
 merge.kernels (MergeContext.kernels):
 - `auto`: fused kernels once loaded (the engine preloads those its method uses when the model
@@ -17,10 +17,9 @@ merge.kernels (MergeContext.kernels):
 from __future__ import annotations
 
 import logging
-import sys
 import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Iterable, Iterator
 
 import torch
 
@@ -88,7 +87,7 @@ def _load(todo: list[tuple[str, torch.dtype]]) -> None:
             # (numba's workqueue threading layer, used where OpenMP is missing, is not
             # thread-safe)
             _READY.update(todo)
-        except Exception as err:  # the torch path gives the same result, only slower
+        except Exception as err:  # noqa: BLE001 - the torch path gives the same bits, slower
             log.warning("fused merge kernels unavailable (%s); using the torch path", err)
         finally:
             for key in todo:
