@@ -13,7 +13,12 @@ import torch
 
 from harness.merge import kernels
 from harness.merge.fused import fused_ok, preload
-from harness.merge.randomness import UniformStream, tensor_seed, uniform_like, uniform_range
+from harness.merge.randomness import (
+    UniformStream,
+    tensor_seed,
+    uniform_like,
+    uniform_range,
+)
 from harness.merge.registry import get_method, make_params
 from harness.merge.select import _SAMPLE
 from harness.merge.stream import MergeContext
@@ -130,25 +135,36 @@ def test_bfloat16_rounding_matches_torch():
 
 
 def test_draws_same_in_numba_and_torch():
+    """Single draws, runs of draws from even and odd starts (as della's rows take them) and the
+    two draws of each output are the same in the kernels and in torch."""
     from numba import njit
 
     @njit
-    def draws(seed, idx, out, stepped):
+    def draws(seed, idx, out):
         for j in range(idx.size):
-            out[j] = kernels._unit(kernels._state(seed, idx[j]))
-            z = kernels._state(seed, idx[j] - 3)  # three steps of the state, as the loops do
-            for _ in range(3):
-                z += kernels._GOLDEN
-            stepped[j] = kernels._unit(z)
+            out[j] = kernels._draw(seed, idx[j])
 
-    idx = np.array([0, 1, 2, 3, 1000, 2 ** 31 + 5, 2 ** 40 + 3], np.int64)
+    @njit
+    def run(seed, at, n):
+        u = np.empty(n, np.float32)
+        kernels._fill_draws(seed, at, u)
+        return u
+
+    idx = np.array([0, 1, 2, 3, 1000, 1001, 2 ** 31 + 5, 2 ** 40 + 3], np.int64)
     for name in ("a", "model.layers.0.mlp.up_proj.weight"):
         seed = tensor_seed(12345, name)
-        out, stepped = np.empty(idx.size, np.float32), np.empty(idx.size, np.float32)
-        draws(np.uint64(seed), idx, out, stepped)
+        out = np.empty(idx.size, np.float32)
+        draws(np.uint64(seed), idx, out)
         want = torch.stack([uniform_range(seed, int(i), 1, "cpu")[0] for i in idx])
         assert torch.equal(torch.from_numpy(out), want)
-        assert torch.equal(torch.from_numpy(stepped), want)
+        for at, n in [(0, 0), (0, 1), (1, 1), (0, 7), (1, 7), (6, 10), (2 ** 40 + 3, 9)]:
+            got = torch.from_numpy(run(np.uint64(seed), at, n))
+            assert torch.equal(got, uniform_range(seed, at, n, "cpu")), (at, n)
+    # draw 2j is the top 24 bits of output j, draw 2j + 1 the next 24 (randomness.py)
+    seed = tensor_seed(7, "t")
+    x = int(kernels._mix(np.uint64(seed), np.int64(5)))
+    pair = uniform_range(seed, 10, 2, "cpu")
+    assert pair.tolist() == [(x >> 40) * 2.0 ** -24, ((x >> 16) & 0xFFFFFF) * 2.0 ** -24]
 
 
 def test_draw_stream_chunks_and_distribution():

@@ -9,7 +9,8 @@ step, so the two give the same bits (tests/test_kernels.py):
     like their bit patterns);
     θ = fma(w, Δ, b) if |w| < 0.5 else fma(w − 1, Δ, t)       (torch's vectorised lerp)
     rounded to the stored dtype to nearest, ties to even.
-The random draws are the counter-based SplitMix64 stream of harness/merge/randomness.py.
+The random draws are the counter-based SplitMix64 stream of harness/merge/randomness.py, two
+per generator output.
 
 The torch path (harness/merge/stream.py) stays the definition and runs on GPUs, on other dtypes
 and with merge.kernels=torch. Compiled kernels are cached on disk (numba cache=True); the first
@@ -18,8 +19,8 @@ use on a machine compiles each one it needs (a few seconds).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numba
 import numpy as np
@@ -29,13 +30,19 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
 from harness.merge.fused import FUSED_DTYPES as DTYPES
-from harness.merge.select import _SAMPLE, bracket_margin, bracket_positions, delta_brackets
+from harness.merge.select import (
+    _SAMPLE,
+    bracket_margin,
+    bracket_positions,
+    delta_brackets,
+)
 
 BLOCK = 1 << 16  # entries per selection block (per-block counts, tie quotas)
 ROW_BLOCK = 16  # rows per della task
 RANK_BINS = 8192  # most half-bins of a della row's count (and at most 2 per entry)
 LONG_INSERTION = 96  # most long keys of a row sorted by insertion (more: radix sort)
 SUB = 256  # entries per vectorised sub-block of the sub-band passes
+DRAW_RUN = 2048  # draws per buffered run of dare's kernel
 CUTS = 5  # sample values that cut each bracket into sub-bands (two count edges each)
 DEFER_SHARE = 1 / 16  # most entries a sub-band merge may defer before the band path takes over
 _I32MAX = np.iinfo(np.int32).max
@@ -170,10 +177,45 @@ def _mix(seed, i):
     return _scramble(_state(seed, i))
 
 
+_DRAW = np.float32(5.960464477539063e-08)  # 2^-24: one draw's step
+
+
 @njit
-def _unit(z):
-    """The U[0,1) float32 draw of SplitMix64 state z (see randomness.py)."""
-    return np.float32(_scramble(z) >> np.uint64(40)) * np.float32(5.960464477539063e-08)
+def _even(x):
+    """The even-index draw of generator output x: its top 24 bits (see randomness.py)."""
+    return np.float32(x >> np.uint64(40)) * _DRAW
+
+
+@njit
+def _odd(x):
+    """The odd-index draw of generator output x: its next 24 bits."""
+    return np.float32((x >> np.uint64(16)) & np.uint64(0xFFFFFF)) * _DRAW
+
+
+@njit
+def _draw(seed, i):
+    """Draw i of the stream seeded with `seed` (output i // 2)."""
+    x = _mix(seed, i >> 1)
+    return _odd(x) if i & 1 else _even(x)
+
+
+@njit
+def _fill_draws(seed, at, u):
+    """u[c] = draw at + c of the stream seeded with `seed`, c < u.size: one output per two
+    draws, its state stepped by adding _GOLDEN."""
+    n = u.size
+    c = 0
+    if n > 0 and at & 1:
+        u[0] = _draw(seed, at)
+        c = 1
+    z = _state(seed, (at + c) >> 1)
+    for j in range((n - c) >> 1):
+        x = _scramble(z)
+        u[c + 2 * j] = _even(x)
+        u[c + 2 * j + 1] = _odd(x)
+        z += _GOLDEN
+    if (n - c) & 1:
+        u[n - 1] = _even(_scramble(z))
 
 
 # ---- kernels -------------------------------------------------------------------------------
@@ -370,16 +412,23 @@ def dare_merge(base, tuned, seed, density, wkeep):
     n = base.size
     for j in prange((n + BLOCK - 1) // BLOCK):
         lo, hi = j * BLOCK, min(n, (j + 1) * BLOCK)
-        _dare_block(base[lo:hi], tuned[lo:hi], _state(seed, lo), density, wkeep)
+        _dare_block(base[lo:hi], tuned[lo:hi], seed, lo, density, wkeep,
+                    np.empty(DRAW_RUN, np.float32))
 
 
 @njit(cache=True)
-def _dare_block(base, tuned, z, density, wkeep):
-    """dare_merge over one block; z = the state of its first draw."""
-    for i in range(base.size):
-        w = wkeep if _unit(z) < density else np.float32(0.0)
-        tuned[i] = _store(_lerp(_load(base[i]), _load(tuned[i]), w), tuned)
-        z += _GOLDEN
+def _dare_block(base, tuned, seed, at, density, wkeep, u):
+    """dare_merge over one block (its first draw: number `at`): DRAW_RUN draws at a time into
+    u (two per 64-bit output, 4 lanes), then the keep/lerp loop over them (8 lanes)."""
+    n = base.size
+    for s in range(0, n, DRAW_RUN):
+        b = base[s:s + DRAW_RUN]
+        t = tuned[s:s + DRAW_RUN]
+        v = u[:b.size]
+        _fill_draws(seed, at + s, v)
+        for i in range(b.size):
+            w = wkeep if v[i] < density else np.float32(0.0)
+            t[i] = _store(_lerp(_load(b[i]), _load(t[i]), w), t)
 
 
 @njit(cache=True)
@@ -578,7 +627,7 @@ def _della_row(base, tuned, at, seed, density, ranked, half_step, offset, scale,
     """One row (slices base, tuned; `at` = flat index of its first entry; scratch keys, r2, u of
     m entries and work = rank_work(m)); see della_merge."""
     m = base.size
-    z = _state(seed, at)
+    _fill_draws(seed, at, u)
     if ranked:
         kmax, kmin = np.uint32(0), np.uint32(0xFFFFFFFF)
         k_and, k_or = np.uint32(0xFFFFFFFF), np.uint32(0)
@@ -587,15 +636,11 @@ def _della_row(base, tuned, at, seed, density, ranked, half_step, offset, scale,
             keys[c] = k
             kmax, kmin, k_and, k_or = _key_stats(kmax, kmin, k_and, k_or, k)
         _row_ranks(keys, kmax, kmin, k_and ^ k_or, r2, work)
-        for c in range(m):  # the draws (64-bit lanes) apart: the loop below runs 8 lanes wide
-            u[c] = _unit(z)
-            z += _GOLDEN
         for c in range(m):
             _keep_lerp(base, tuned, c, u[c], np.float32(r2[c]) * half_step + offset, scale)
     else:
         for c in range(m):
-            _keep_lerp(base, tuned, c, _unit(z), density, scale)
-            z += _GOLDEN
+            _keep_lerp(base, tuned, c, u[c], density, scale)
 
 
 @njit(error_model="numpy")

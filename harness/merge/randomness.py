@@ -1,14 +1,16 @@
 """Seeded randomness of stochastic merges (dare, della): a counter-based stream per tensor.
 
-Entry i (flat, row-major) of a tensor draws
-    u_i = (SplitMix64(seed_t, i) >> 40) · 2^-24                     (float32, exact, in [0, 1))
-    SplitMix64(s, i) = mix(s + (i + 1)·0x9E3779B97F4A7C15 mod 2^64)  (Steele et al. 2014; the
-        i-th output of the generator seeded with s: Java's SplittableRandom, passes BigCrush)
+Entries 2j and 2j + 1 (flat, row-major) of a tensor draw from the generator's j-th output
+x_j = SplitMix64(seed_t, j), its top 24 bits and the next 24:
+    u_2j = (x_j >> 40) · 2^-24,   u_2j+1 = ((x_j >> 16) mod 2^24) · 2^-24   (float32, exact, [0, 1))
+    SplitMix64(s, j) = mix(s + (j + 1)·0x9E3779B97F4A7C15 mod 2^64)  (Steele et al. 2014; the
+        j-th output of the generator seeded with s: Java's SplittableRandom, passes BigCrush)
     seed_t = (seed · 1_000_003 + crc32(base tensor name)) mod 2^63
 so a draw depends only on (seed, tensor name, index): the same on every device, in any order,
 chunking or number of threads, and the fused CPU kernels (harness/merge/kernels.py) compute it
-in parallel. `DRAWS` names this definition in a merge's identity (earlier versions of the harness
-drew from torch's Mersenne Twister; their stochastic merges are not reused).
+in parallel, two per output (a draw's 64-bit multiplies dominate their loops). `DRAWS` names this
+definition in a merge's identity: merges drawn by an earlier definition (one draw per output,
+"splitmix64-v1"; before it torch's Mersenne Twister) are not reused.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import zlib
 
 import torch
 
-DRAWS = "splitmix64-v1"
+DRAWS = "splitmix64-v2"
 _GAMMA = 0x9E3779B97F4A7C15
 _MIX1 = 0xBF58476D1CE4E5B9
 _MIX2 = 0x94D049BB133111EB
@@ -42,12 +44,15 @@ def _shr(z: torch.Tensor, s: int) -> torch.Tensor:
 def uniform_range(stream_seed: int, start: int, n: int, device) -> torch.Tensor:
     """Draws start … start + n − 1 of a tensor's stream (float32, in [0, 1)), on `device`.
     int64 arithmetic wraps modulo 2^64, which is the unsigned arithmetic of SplitMix64."""
-    z = torch.arange(start + 1, start + n + 1, dtype=torch.int64, device=device)
+    first, end = start >> 1, (start + n + 1) >> 1  # the outputs that hold these draws
+    z = torch.arange(first + 1, end + 1, dtype=torch.int64, device=device)
     z.mul_(_signed(_GAMMA)).add_(_signed(stream_seed))
     z.bitwise_xor_(_shr(z, 30)).mul_(_signed(_MIX1))
     z.bitwise_xor_(_shr(z, 27)).mul_(_signed(_MIX2))
     z.bitwise_xor_(_shr(z, 31))
-    return _shr(z, 40).to(torch.float32).mul_(2.0 ** -24)
+    pairs = torch.stack((_shr(z, 40), _shr(z, 16).bitwise_and_(0xFFFFFF)), dim=1).reshape(-1)
+    at = start - 2 * first
+    return pairs[at: at + n].to(torch.float32).mul_(2.0 ** -24)
 
 
 def uniform_like(x: torch.Tensor, seed: int, name: str) -> torch.Tensor:
