@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -212,3 +215,21 @@ def test_reader_errors_name_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="model-00001-of-00002.safetensors, which is "
                                               "missing"):
         CheckpointReader(sharded)
+
+
+def test_reader_closes_its_files_quietly(tmp_path):
+    """close() closes every shard file once; a reader still alive at interpreter exit closes its
+    files without an "Exception ignored" message (a __del__ then found `os` torn down)."""
+    save_file({"w": torch.ones(10)}, str(tmp_path / "model.safetensors"))
+    reader = CheckpointReader(tmp_path)
+    fds = list(reader._fds.values())
+    reader.close()
+    reader.close()
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    code = ("import sys\nfrom harness.models.checkpoint import CheckpointReader\n"
+            "reader = CheckpointReader(sys.argv[1])\nprint(reader.names())\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "['w']" and out.stderr == ""

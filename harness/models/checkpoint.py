@@ -11,6 +11,7 @@ import logging
 import os
 import queue
 import threading
+import weakref
 from pathlib import Path
 
 import torch
@@ -54,6 +55,16 @@ TORCH_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float
                 "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 
 
+def _close_fds(fds: dict[Path, int]) -> None:
+    """Close a reader's shard files (each once)."""
+    while fds:
+        _, fd = fds.popitem()
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 class CheckpointReader:
     """Name → tensor access over all safetensors shards of a directory.
 
@@ -66,6 +77,9 @@ class CheckpointReader:
         self.directory = Path(directory)
         self.files = weight_files(self.directory)
         self._fds: dict[Path, int] = {}
+        # closes the files when the reader is collected, or at exit while `os` still exists
+        # (a __del__ run during interpreter shutdown finds the os module torn down)
+        self._finalize = weakref.finalize(self, _close_fds, self._fds)
         self._meta: dict[str, tuple[Path, str, tuple[int, ...], int, int]] = {}
         for path in self.files:
             try:
@@ -96,15 +110,7 @@ class CheckpointReader:
 
     def close(self) -> None:
         """Close the shard files (also done when the reader is garbage-collected)."""
-        fds, self._fds = getattr(self, "_fds", {}), {}
-        for fd in fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def __del__(self):
-        self.close()
+        self._finalize()
 
     def names(self) -> list[str]:
         """All tensor names, in file and offset order."""
