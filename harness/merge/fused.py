@@ -111,17 +111,19 @@ def _cache_loads_without_registries() -> Iterator[None]:
         yield
         return
 
-    def lean_load(cache, sig, target_context):
+    def lean_load(cache, sig, target_context, *more, **named):
         try:  # numba's lock is held here: no compile runs meanwhile
             target_context.refresh = lambda: rtsys.initialize(target_context)
             try:
-                loaded = full_load(cache, sig, target_context)
+                loaded = full_load(cache, sig, target_context, *more, **named)
             finally:
                 del target_context.refresh
         except Exception as err:  # noqa: BLE001 - then the full load decides
             log.debug("lean cache load of a fused kernel failed (%s); loading fully", err)
             loaded = None
-        return loaded if loaded is not None else full_load(cache, sig, target_context)
+        if loaded is None:
+            loaded = full_load(cache, sig, target_context, *more, **named)
+        return loaded
 
     caching.Cache.load_overload = lean_load
     try:
