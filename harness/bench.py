@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -192,7 +193,7 @@ print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb
 
 def _run(code: str, *args: str) -> dict:
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env={**os.environ, "TQDM_DISABLE": "1"})
+                          check=False, env={**os.environ, "TQDM_DISABLE": "1"})
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -225,6 +226,15 @@ def _run_mergekit(exe: Path, base: Path, tuned_llm: Path, out: Path, method: str
                 "--no-write-model-card")
 
 
+def _clear_outputs(scratch: Path) -> None:
+    """Remove the merge and floor outputs under the bench's scratch directory (directories of
+    about twice the model each; its mergekit configs stay)."""
+    if scratch.is_dir():
+        for path in scratch.iterdir():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: Path,
           results: Path, device: str = "cpu", memory_mb: int = 1024,
           mergekit_reps: int | None = None) -> list[dict]:
@@ -248,31 +258,33 @@ def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: 
     # one untimed floor first: the first process after the build or after idling pays for
     # cold caches (measured 2x here), which would flatter every later ratio to the floor;
     # and the fused kernels compiled into numba's on-disk cache, as after a machine's first merge
-    _run(_WARM_KERNELS)
-    subprocess.run(["rm", "-rf", str(scratch / "warmup")], check=True)
-    _run(_FLOOR, str(base), str(tuned), str(scratch / "warmup"), str(memory_mb))
-    subprocess.run(["rm", "-rf", str(scratch / "warmup")], check=True)
-    for rep in range(reps):
-        order = ["floor"] + methods + ([f"mergekit:{m}" for m in methods if m in MERGEKIT]
-                                       if with_mergekit and rep < mergekit_reps else [])
-        for item in order:
-            out = scratch / item.replace(":", "_")
-            subprocess.run(["rm", "-rf", str(out)], check=True)
-            # every measurement starts with no dirty pages: a merge writes ~2x the model, close
-            # to the kernel's dirty limit, and the previous run's writeback would otherwise land
-            # on this one (measured: the same floor 3.0 s or 5.4 s)
-            os.sync()
-            if item == "floor":
-                r = _run(_FLOOR, str(base), str(tuned), str(out), str(memory_mb))
-            elif item.startswith("mergekit:"):
-                r = _run_mergekit(exe, base, tuned_llm, out, item.split(":")[1])
-            else:
-                r = _run(_MERGE, str(base), str(tuned), str(out), item, json.dumps(METHODS[item]),
-                         device, str(memory_mb))
-            times.setdefault(item, []).append(r)
-            print(f"[{size} rep {rep + 1}/{reps}] {item}: {r['seconds']:.2f} s, "
-                  f"{r['peak_rss_mb']:.0f} MB", flush=True)
-            subprocess.run(["rm", "-rf", str(out)], check=True)
+    _clear_outputs(scratch)  # what an interrupted bench left (each about twice the model)
+    try:
+        _run(_WARM_KERNELS)
+        _run(_FLOOR, str(base), str(tuned), str(scratch / "warmup"), str(memory_mb))
+        _clear_outputs(scratch)
+        for rep in range(reps):
+            order = ["floor"] + methods + ([f"mergekit:{m}" for m in methods if m in MERGEKIT]
+                                           if with_mergekit and rep < mergekit_reps else [])
+            for item in order:
+                out = scratch / item.replace(":", "_")
+                # every measurement starts with no dirty pages: a merge writes ~2x the model,
+                # close to the kernel's dirty limit, and the previous run's writeback would
+                # otherwise land on this one (measured: the same floor 3.0 s or 5.4 s)
+                os.sync()
+                if item == "floor":
+                    r = _run(_FLOOR, str(base), str(tuned), str(out), str(memory_mb))
+                elif item.startswith("mergekit:"):
+                    r = _run_mergekit(exe, base, tuned_llm, out, item.split(":")[1])
+                else:
+                    r = _run(_MERGE, str(base), str(tuned), str(out), item,
+                             json.dumps(METHODS[item]), device, str(memory_mb))
+                times.setdefault(item, []).append(r)
+                print(f"[{size} rep {rep + 1}/{reps}] {item}: {r['seconds']:.2f} s, "
+                      f"{r['peak_rss_mb']:.0f} MB", flush=True)
+                _clear_outputs(scratch)
+    finally:
+        _clear_outputs(scratch)
     floor = statistics.median(r["seconds"] for r in times["floor"])
     rows = []
     for item, rs in times.items():

@@ -22,8 +22,14 @@ def test_bench_tiny_writes_its_table(tmp_path):
     table = (tmp_path / "results" / "bench_tiny.md").read_text()
     assert table.startswith("| what | runs | seconds (median) | × floor |")
     assert "| ties | 1 |" in table
+    # no outputs stay behind (each is about twice the model), nor those an interrupted run left
+    scratch = tmp_path / "cache" / "bench" / "tiny" / "scratch"
+    assert not [p for p in scratch.iterdir() if p.is_dir()]
+    (scratch / "della" / "llm").mkdir(parents=True)
+    (scratch / "della" / "llm" / "model.safetensors").write_bytes(b"partial")
     # the pair is cached: a second run does not rebuild it
     built = (tmp_path / "cache" / "bench" / "tiny" / "done").stat().st_mtime
     bench("tiny", reps=1, methods=["mllm"], with_mergekit=False, cache=tmp_path / "cache",
           results=tmp_path / "results")
     assert (tmp_path / "cache" / "bench" / "tiny" / "done").stat().st_mtime == built
+    assert not [p for p in scratch.iterdir() if p.is_dir()]
