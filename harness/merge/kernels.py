@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from harness.merge.fused import FUSED_DTYPES as DTYPES
@@ -78,6 +79,24 @@ def _f2u(typingctx, x):
     return sig, codegen
 
 
+def _u32_op(name):
+    """A uint32 binary op in 32-bit arithmetic (numba widens uint32 arithmetic to 64 bits, which
+    halves the lanes of vectorised loops)."""
+    @intrinsic
+    def op(typingctx, a, b):
+        sig = types.uint32(types.uint32, types.uint32)
+
+        def codegen(context, builder, signature, args):
+            return getattr(builder, name)(args[0], args[1])
+        return sig, codegen
+    return op
+
+
+_add32, _sub32, _mul32 = _u32_op("add"), _u32_op("sub"), _u32_op("mul")
+_shr32, _shl32 = _u32_op("lshr"), _u32_op("shl")
+_and32, _or32 = _u32_op("and_"), _u32_op("or_")
+
+
 def _load(x):
     """float32 value of one stored entry (dispatch on the storage type)."""
 
@@ -113,8 +132,9 @@ def _store_impl(f, like):
     dtype = like.dtype
     if dtype == types.uint16:
         def bf16(f, like):
-            u = _f2u(f)
-            h = (u + (((u >> np.uint32(16)) & np.uint32(1)) + np.uint32(0x7FFF))) >> np.uint32(16)
+            u = _f2u(f)  # 32-bit arithmetic (see _u32_op): only NaNs carry out of bit 31
+            h = _shr32(_add32(u, _add32(_and32(_shr32(u, np.uint32(16)), np.uint32(1)),
+                                        np.uint32(0x7FFF))), np.uint32(16))
             if (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
                 h = np.uint32(0x7FC0)  # NaN
             return np.uint16(h)
@@ -124,8 +144,10 @@ def _store_impl(f, like):
             u = _f2u(f)
             sign = (u >> np.uint32(16)) & np.uint32(0x8000)
             a = u & np.uint32(0x7FFFFFFF)
-            m = a - np.uint32(0x38000000)  # rebias the exponent (normal results)
-            h = (m + np.uint32(0xFFF) + ((m >> np.uint32(13)) & np.uint32(1))) >> np.uint32(13)
+            # rebias the exponent (normal results; the others wrap, and are replaced below)
+            m = _sub32(a, np.uint32(0x38000000))
+            h = _shr32(_add32(_add32(m, np.uint32(0xFFF)), _and32(_shr32(m, np.uint32(13)),
+                                                                    np.uint32(1))), np.uint32(13))
             if a > np.uint32(0x7F800000):
                 h = np.uint32(0x7E00)  # NaN
             elif a >= np.uint32(0x477FF000):
@@ -486,8 +508,8 @@ def _sort_radix(keys, k0, c0, k1, c1, hist):
 @njit
 def _key_stats(kmax, kmin, k_and, k_or, k):
     """Fold key k into a row's running (largest, smallest non-zero, AND and OR of non-zero)."""
-    nz = k if k != 0 else np.uint32(0xFFFFFFFF)
-    return max(kmax, k), min(kmin, nz), k_and & nz, k_or | k
+    nz = k if k != np.uint32(0) else np.uint32(0xFFFFFFFF)
+    return max(kmax, k), min(kmin, nz), _and32(k_and, nz), _or32(k_or, k)
 
 
 @njit(cache=True)
@@ -500,27 +522,60 @@ def rank_work(m):
             np.empty(RANK_BINS, np.uint32))
 
 
-_PAIR = np.uint64(0x0000000100000001)  # a one in each 32-bit half of a word
 
+@intrinsic
+def _ends(typingctx, h, table, n):
+    """Bin prefix over n = 8L counts in the lane layout of _row_ranks (slot 8i + s holds half
+    s·L + i; L even): table[slot] = start + end of its half, and for a long half of >= 2 entries
+    0xFFFFFFFF, with its start in h. LLVM vector code, eight lanes wide: one pass sums each
+    lane's counts, a second walks the lanes' halves in step, an 8-wide running total started at
+    each lane's offset (the counts of the lanes before it) — 8 halves per step where a scalar
+    prefix does one (LLVM does not vectorise a prefix sum, nor numba's indexed loops of this
+    shape)."""
+    sig = types.void(h, table, types.intp)
 
-@njit(cache=True)
-def _ends(h, table, nb):
-    """table[d] = start + end of half d, for h = the halves' counts (nb of them, even), two
-    halves (a bin) per 64-bit word: the product of a word by _PAIR holds the short count in its
-    low half and the bin's count in its high half, so the one dependency from bin to bin is
-    `total +=` the bin's count. A long half of ≥ 2 entries gets 0xFFFFFFFF, and its start in h."""
-    hw = h[:nb].view(np.uint64)
-    tw = table[:nb].view(np.uint64)
-    total = np.uint64(0)
-    for i in range(nb // 2):
-        w = hw[i]
-        ends = w * _PAIR
-        end = ends + total * _PAIR
-        total += ends >> np.uint64(32)
-        tw[i] = end + end - w
-        if w > np.uint64(0x1FFFFFFFF):  # the long half holds ≥ 2
-            table[2 * i + 1] = np.uint32(0xFFFFFFFF)
-            h[2 * i + 1] = np.uint32((end - w) >> np.uint64(32))
+    def codegen(context, builder, signature, args):
+        hp = context.make_array(signature.args[0])(context, builder, args[0]).data
+        tp = context.make_array(signature.args[1])(context, builder, args[1]).data
+        n = args[2]
+        i32, intp = ir.IntType(32), n.type
+        v8 = ir.VectorType(i32, 8)
+        zero = ir.Constant(v8, [0] * 8)
+        two = ir.Constant(v8, [2] * 8)
+        mixed_mark = ir.Constant(v8, [0xFFFFFFFF] * 8)
+
+        def at(ptr, slot):
+            return builder.bitcast(builder.gep(ptr, [slot]), v8.as_pointer())
+
+        def lane_step(i, shift):
+            return builder.shl(i, ir.Constant(intp, shift))
+
+        rows = builder.lshr(n, ir.Constant(intp, 3))
+        totals = cgutils.alloca_once_value(builder, zero)
+        with cgutils.for_range(builder, rows) as loop:
+            c = builder.load(at(hp, lane_step(loop.index, 3)), align=4)
+            builder.store(builder.add(builder.load(totals), c), totals)
+        t = builder.load(totals)
+        offsets, run = zero, ir.Constant(i32, 0)
+        for s in range(8):
+            offsets = builder.insert_element(offsets, run, ir.Constant(i32, s))
+            run = builder.add(run, builder.extract_element(t, ir.Constant(i32, s)))
+        acc = cgutils.alloca_once_value(builder, offsets)
+        with cgutils.for_range(builder, builder.lshr(rows, ir.Constant(intp, 1))) as loop:
+            short = lane_step(loop.index, 4)  # rows 2i (short halves) and 2i + 1 (long)
+            long = builder.add(short, ir.Constant(intp, 8))
+            a = builder.load(acc)
+            c = builder.load(at(hp, short), align=4)
+            builder.store(builder.add(builder.add(a, a), c), at(tp, short), align=4)
+            a = builder.add(a, c)
+            c = builder.load(at(hp, long), align=4)
+            many = builder.icmp_unsigned(">=", c, two)
+            builder.store(builder.select(many, mixed_mark, builder.add(builder.add(a, a), c)),
+                          at(tp, long), align=4)
+            builder.store(a, at(hp, long), align=4)  # its start (read for mixed halves only)
+            builder.store(builder.add(a, c), acc)
+        return context.get_dummy_value()
+    return sig, codegen
 
 
 @njit(cache=True)
@@ -533,7 +588,7 @@ def _count(dig, h, nb):
 
 @njit(cache=True)
 def _gather(dig, table, mixed, r2, keys, lcol, lkey):
-    """r2 = table − 1 by half; the columns and keys of the entries of halves marked `mixed`,
+    """r2 = table − 1 by slot; the columns and keys of the entries of halves marked `mixed`,
     in column order; returns how many."""
     nl = 0
     for c in range(dig.size):
@@ -580,6 +635,14 @@ def _place_long(nl, lcol, lkey, dig, start, r2, work):
         g = e
 
 
+@njit
+def _slot(j, inv, spread):
+    """Slot 8·(j mod L) + j div L of half j (a uint32) in the lane layout of _row_ranks, for
+    inv = float32(1/L) and spread = 8L − 1 (see there why the float quotient is exact)."""
+    lane = np.uint32(np.int32((np.float32(np.int32(j)) + np.float32(0.5)) * inv))
+    return _sub32(_shl32(j, np.uint32(3)), _mul32(lane, spread))
+
+
 @njit(cache=True)
 def _row_ranks(keys, kmax, kmin, diff, r2, work):
     """r2[c] = lo + hi − 1 for column c, lo (hi) = the number of the row's keys < (≤)
@@ -594,7 +657,13 @@ def _row_ranks(keys, kmax, kmin, diff, r2, work):
     gives each of its entries lo + hi − 1 = start + end − 1 from a table. Entries of the other
     halves (|Δ| of a bf16 fine-tune has few significant bits: a few long keys per row, rarely
     two in one bin) are sorted among themselves, and each group of equal keys takes the next
-    places of its half."""
+    places of its half.
+
+    The nb halves j are counted in a lane layout for the vectorised prefix (_ends): 8 lanes of
+    L = 2·ceil(nb / 16) halves each, half j = s·L + i in slot 8i + s (L is even, so a lane's
+    odd i are long halves). The slot is computed in the vectorised digit pass, s = j div L by a
+    float32 reciprocal: (j + 1/2)/L lies ≥ 1/(2L) ≥ 2⁻¹¹ from an integer and its float error is
+    under 2⁻¹⁹ (j < 2¹³), so the quotient is exact."""
     dig, lcol, lkey = work[0], work[1], work[2]
     m = keys.size
     nb_max = min(RANK_BINS // 2, max(32, m))  # bins; twice as many halves
@@ -606,16 +675,21 @@ def _row_ranks(keys, kmax, kmin, diff, r2, work):
         s += 1
     us = np.uint32(s)
     nb = 2 * ((kmax >> us) - (kmin >> us) + 2) if kmax != 0 else 2
-    below = (kmin >> us) - np.uint32(1)
-    low = (np.uint32((1 << s) - 1) & diff) if s > s0 else np.uint32(0)
-    one, two = np.uint32(1), np.uint32(2)
-    for c in range(m):  # vectorised: 2·bin + long
+    lanes = 2 * ((nb + 15) // 16)  # L: halves per lane, even
+    inv = np.float32(1.0) / np.float32(lanes)
+    spread = np.uint32(8 * lanes - 1)
+    below = np.uint32((kmin >> us) - np.uint32(1))
+    low = np.uint32((np.uint32((1 << s) - 1) & diff) if s > s0 else np.uint32(0))
+    one, zero = np.uint32(1), np.uint32(0)
+    for c in range(m):  # vectorised: half j = 2·bin + long, then its slot
         k = keys[c]
-        d = (k >> us) - below if k != 0 else np.uint32(0)
-        dig[c] = two * d + (one if (k & low) != 0 else np.uint32(0))
+        d = _sub32(_shr32(k, us), below) if k != zero else zero
+        j = _add32(_add32(d, d), one if _and32(k, low) != zero else zero)
+        dig[c] = _slot(j, inv, spread)
     h, table = work[7], work[8]
-    _count(dig, h, nb)
-    _ends(h, table, nb)
+    n = 8 * lanes
+    _count(dig, h, n)
+    _ends(h, table, n)
     nl = _gather(dig, table, np.uint32(0xFFFFFFFF), r2, keys, lcol, lkey)
     if nl:
         _place_long(nl, lcol, lkey, dig, h, r2, work)
