@@ -293,12 +293,13 @@ def _select_block(base, tuned, thr, v, quota, scale):
     """Entries with key > thr[s] are selected for s = 0 (kept) and s = 1 (removed again); with
     quota[s] ≥ 0 also the first quota[s] entries whose key equals v[s]."""
     if quota[0] < 0 and quota[1] < 0:
-        t0 = thr[0]
-        t1 = thr[1]
+        # keys are < 2^31: thresholds clamped to int32 compare the same, 8 lanes instead of 4
+        t0 = np.int32(min(max(thr[0], -1), _I32MAX))
+        t1 = np.int32(min(max(thr[1], -1), _I32MAX))
         for i in range(base.size):
             b = _load(base[i])
             t = _load(tuned[i])
-            k = np.int64(_key(b, t))
+            k = np.int32(_key(b, t))
             w = scale if (k > t0) & (k <= t1) else np.float32(0.0)
             tuned[i] = _store(_lerp(b, t, w), tuned)
         return
