@@ -236,7 +236,7 @@ def _clear_outputs(scratch: Path) -> None:
 
 
 def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: Path,
-          results: Path, device: str = "cpu", memory_mb: int = 1024,
+          results: Path, device: str = "cpu", memory_mb: int = 768,
           mergekit_reps: int | None = None) -> list[dict]:
     """Run the measurements for one size; return one row per measurement. mergekit runs in the
     first `mergekit_reps` repetitions only (default: all)."""
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", help="merge.device of the harness's merges")
     p.add_argument("--mergekit-reps", type=int, default=None,
                    help="time mergekit in only the first N repetitions (its merges take minutes)")
-    p.add_argument("--memory-mb", type=int, default=1024,
+    p.add_argument("--memory-mb", type=int, default=768,
                    help="merge.memory_mb (buffer budget) of the merges and of the floor")
     a = p.parse_args(argv)
     t = time.perf_counter()

@@ -62,7 +62,7 @@ def pick_device(device: str) -> torch.device:
 def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=None,
                       device: str = "cpu", seed: int = 0, force: bool = False,
                       shard_size_mb: int = 2000, progress: bool = True,
-                      memory_mb: int = 1024, kernels: str = "auto") -> dict:
+                      memory_mb: int = 768, kernels: str = "auto") -> dict:
     """Merge a base LLM with the language model of a tuned model (an MLLM or a causal LM).
 
     Args:
