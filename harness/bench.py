@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from harness.merge.buffers import MEMORY_MB
+
 SIZES = {
     # about 1.1 B parameters in the language model (the issue's default) and half of it
     "1b": {"hidden": 2048, "layers": 16, "ffn": 5632, "vocab": 32000, "heads": 16},
@@ -236,7 +238,7 @@ def _clear_outputs(scratch: Path) -> None:
 
 
 def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: Path,
-          results: Path, device: str = "cpu", memory_mb: int = 768,
+          results: Path, device: str = "cpu", memory_mb: int = MEMORY_MB,
           mergekit_reps: int | None = None) -> list[dict]:
     """Run the measurements for one size; return one row per measurement. mergekit runs in the
     first `mergekit_reps` repetitions only (default: all)."""
@@ -325,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", help="merge.device of the harness's merges")
     p.add_argument("--mergekit-reps", type=int, default=None,
                    help="time mergekit in only the first N repetitions (its merges take minutes)")
-    p.add_argument("--memory-mb", type=int, default=768,
+    p.add_argument("--memory-mb", type=int, default=MEMORY_MB,
                    help="merge.memory_mb (buffer budget) of the merges and of the floor")
     a = p.parse_args(argv)
     t = time.perf_counter()

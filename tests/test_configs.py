@@ -10,6 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from harness import records
+from harness.merge.buffers import MEMORY_MB
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -28,6 +29,7 @@ def test_default_config_composes_and_has_an_id():
     cfg = _compose([])
     assert cfg.stage in ("merge", "eval", "all")
     assert records.run_id(cfg).startswith(f"{cfg.pair.name}-{cfg.method.name}-")
+    assert cfg.merge.memory_mb == MEMORY_MB  # the CLI's budget is the engine's and the bench's
 
 
 @pytest.mark.parametrize("name", _names("method"))

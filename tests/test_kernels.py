@@ -346,17 +346,17 @@ def test_row_ranks_are_twice_the_average_rank(kind, m):
 
 
 def test_lane_slots_are_exact_for_every_bin_count():
-    """della's lane layout: for every even half count nb ≤ 2·RANK_BINS/2 the float32 quotient
-    in kernels._slot gives slot 8·(j mod L) + j div L, L = 2·ceil(nb/16), for every half j."""
+    """della's lane layout: for every even half count nb ≤ RANK_BINS, L = kernels._lane_layout
+    is even with 8L ≥ nb slots within RANK_BINS, and the float32 quotient in kernels._slot gives
+    slot 8·(j mod L) + j div L for every half j."""
     from numba import njit
 
     @njit
     def wrong_slots(nb_max):
         bad = 0
         for nb in range(2, nb_max + 1, 2):
-            lanes = 2 * ((nb + 15) // 16)
-            inv = np.float32(1.0) / np.float32(lanes)
-            spread = np.uint32(8 * lanes - 1)
+            lanes, inv, spread = kernels._lane_layout(nb)
+            bad += lanes % 2 != 0 or 8 * lanes < nb or 8 * lanes > nb_max
             for j in range(nb):
                 want = 8 * (j % lanes) + j // lanes
                 bad += kernels._slot(np.uint32(j), inv, spread) != want

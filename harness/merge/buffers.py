@@ -18,6 +18,8 @@ import threading
 
 import torch
 
+MEMORY_MB = 768  # default budget (merge.memory_mb in conf/config.yaml, which must agree)
+
 
 class BufferPool:
     """Reusable uint8 CPU buffers, at most `budget` bytes allocated at a time (see module doc)."""

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import ConfigError, MergeError
-from harness.merge.buffers import BufferPool
+from harness.merge.buffers import MEMORY_MB, BufferPool
 from harness.merge.fused import KERNEL_SETTINGS, preload
 from harness.merge.neurons import parse_role
 from harness.merge.outputs import (
@@ -62,7 +62,7 @@ def pick_device(device: str) -> torch.device:
 def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=None,
                       device: str = "cpu", seed: int = 0, force: bool = False,
                       shard_size_mb: int = 2000, progress: bool = True,
-                      memory_mb: int = 768, kernels: str = "auto") -> dict:
+                      memory_mb: int = MEMORY_MB, kernels: str = "auto") -> dict:
     """Merge a base LLM with the language model of a tuned model (an MLLM or a causal LM).
 
     Args:

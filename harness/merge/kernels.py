@@ -637,6 +637,14 @@ def _place_long(nl, lcol, lkey, dig, start, r2, work):
 
 
 @njit
+def _lane_layout(nb):
+    """(L, inv, spread) of the lane layout of _row_ranks for nb halves: L = 2·ceil(nb/16)
+    halves per lane (even), inv = float32(1/L), spread = 8L − 1 (the arguments of _slot)."""
+    lanes = 2 * ((nb + 15) // 16)
+    return lanes, np.float32(1.0) / np.float32(lanes), np.uint32(8 * lanes - 1)
+
+
+@njit
 def _slot(j, inv, spread):
     """Slot 8·(j mod L) + j div L of half j (a uint32) in the lane layout of _row_ranks, for
     inv = float32(1/L) and spread = 8L − 1 (see there why the float quotient is exact)."""
@@ -676,9 +684,7 @@ def _row_ranks(keys, kmax, kmin, diff, r2, work):
         s += 1
     us = np.uint32(s)
     nb = 2 * ((kmax >> us) - (kmin >> us) + 2) if kmax != 0 else 2
-    lanes = 2 * ((nb + 15) // 16)  # L: halves per lane, even
-    inv = np.float32(1.0) / np.float32(lanes)
-    spread = np.uint32(8 * lanes - 1)
+    lanes, inv, spread = _lane_layout(nb)
     below = np.uint32((kmin >> us) - np.uint32(1))
     low = np.uint32((np.uint32((1 << s) - 1) & diff) if s > s0 else np.uint32(0))
     one, zero = np.uint32(1), np.uint32(0)
