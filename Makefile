@@ -4,22 +4,40 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+LOCK := requirements.lock
 STAMP := $(VENV)/.installed
+LOCK_VENV ?= build/lock-venv
 EXP ?= neuron_fusion
 ARGS ?=
 
-.PHONY: install demo test test-all tables slurm bench clean-results
+.PHONY: install lock demo test tables slurm bench
 
+# The venv holds exactly what requirements.lock pins (the tested environment). A venv from an
+# older lock, or one where a package was changed by hand, is re-installed; what still differs
+# afterwards (a package the lock does not name) stops here with its name.
 install: $(STAMP)
+	@$(PY) -m harness.environment check --quick 2>/dev/null \
+		|| { echo "$(VENV) differs from $(LOCK): re-installing"; $(MAKE) --no-print-directory -B $(STAMP); }
 
-# torch 2.14.1 + torchvision 0.29.1 are taken from this machine's wheel store when it has them
-# (lmms-eval needs torchvision; PyPI's torchvision does not import beside the CPU-only 2.13.0).
-$(STAMP): pyproject.toml
+# On machines with a local wheel store pip takes torch 2.14.1 + torchvision 0.29.1 from disk.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -r $(LOCK) -e ".[test]"
+	$(PY) -m harness.environment check
 	touch $(STAMP)
+
+# Re-resolve pyproject.toml's ranges in a scratch venv and write what it got as the new lock.
+# Then `make test`, and commit pyproject.toml and requirements.lock together.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install -q -e ".[test]"
+	$(LOCK_VENV)/bin/python -m harness.environment freeze > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LOCK_VENV)
+	@echo "wrote $(LOCK); now run make test and commit pyproject.toml with it"
 
 demo: install
 	$(PY) -m harness +experiment=neuron_fusion $(ARGS)
