@@ -3,6 +3,8 @@ what it forgot (lm-eval) and what it kept (lmms-eval)."""
 
 import os
 
+from harness import numerics
+
 __version__ = "0.1.0"
 
 # OpenMP threads (torch's and numba's) sleep when idle instead of spinning: a merge interleaves
@@ -10,3 +12,7 @@ __version__ = "0.1.0"
 # 1.2-2.3 s of CPU from them per 1b merge on 2 cores (docs/performance.md). Set before torch is
 # imported when `harness` comes first (the CLI); an explicit OMP_WAIT_POLICY wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# Portable CPU kernels (AVX2 everywhere, thread-count independent MKL) before torch computes
+# anything, so the micro pair and its scores are the same on every machine (harness/numerics.py).
+numerics.apply()

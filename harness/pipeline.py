@@ -95,6 +95,7 @@ def run(cfg: DictConfig) -> dict:
 def build_record(cfg: DictConfig, run_id: str, scores: dict, report: dict,
                  merge_dir: Path) -> dict:
     """The tidy result record (fixed fields in shared/DESIGN.md)."""
+    from harness import numerics
     from harness.versions import git_sha, library_versions
 
     merge_stats = {k: report.get(k) for k in ("seconds", "peak_rss_mb", "device", "counts",
@@ -115,6 +116,7 @@ def build_record(cfg: DictConfig, run_id: str, scores: dict, report: dict,
         "merge": merge_stats,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "versions": library_versions(),
+        "cpu_numerics": numerics.describe(),
         "git_sha": git_sha(),
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+import harness  # noqa: F401  (first: pins the portable CPU kernels before torch computes)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from harness import numerics
 from harness.micro import world as W
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,10 @@ DONE = "build.json"
 
 
 def build_key(build_cfg: dict) -> str:
-    """Cache key of a build config."""
-    return hashlib.sha256(json.dumps(build_cfg, sort_keys=True).encode()).hexdigest()[:12]
+    """Cache key of a build: its config, the torch release and the CPU numerics that train it
+    (another torch or other kernels give other weights, so a cached build is not reused)."""
+    ident = {"build": build_cfg, "torch": torch.__version__, "numerics": numerics.identity()}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def build_pair(out: Path, build_cfg: dict, progress: bool = True) -> dict:
@@ -45,6 +48,11 @@ def build_pair(out: Path, build_cfg: dict, progress: bool = True) -> dict:
     from harness.micro.train import train_language, train_visual
 
     start = time.perf_counter()
+    cpu = numerics.describe()
+    if cpu["mode"] == "portable" and cpu["aten_capability"] != "AVX2":
+        log.warning("building the micro pair with ATen's %s kernels, not AVX2 (torch computed "
+                    "before harness was imported, or this CPU lacks AVX2): its weights and "
+                    "scores will differ from other machines'", cpu["aten_capability"])
     threads = int(build_cfg.get("threads") or 0)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -68,7 +76,8 @@ def build_pair(out: Path, build_cfg: dict, progress: bool = True) -> dict:
     processor.save_pretrained(out / "mllm")
     stats = {"build": build_cfg, "seconds": round(time.perf_counter() - start, 1),
              "seconds_base": round(t_base, 1), "language_loss": lang_loss,
-             "visual_loss": vis_loss, "torch_threads": torch.get_num_threads()}
+             "visual_loss": vis_loss, "torch_threads": torch.get_num_threads(),
+             "torch": torch.__version__, "cpu_numerics": numerics.describe()}
     (out / DONE).write_text(json.dumps(stats, indent=2))
     return stats
 
