@@ -19,6 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 RESULT_FILE = "result.json"
 
 
+# Libraries whose release can move a score: a record made with another release is not reused.
+SCORE_LIBRARIES = ("torch", "transformers", "lm_eval", "lmms_eval")
+
+
 def _digest(obj: Any, n: int = 10) -> str:
     """Stable short hash of a JSON-able object."""
     text = json.dumps(obj, sort_keys=True, default=str)
@@ -32,10 +36,17 @@ def _plain(node: Any) -> Any:
 
 
 def pair_identity(cfg: DictConfig) -> dict:
-    """The fields of a pair that determine its weights (not where they are cached)."""
+    """The fields of a pair that determine its weights (not where they are cached). A pair built
+    here (the micro pair) is named by its build key, which also holds the torch release and the
+    CPU numerics that trained it."""
     pair = _plain(cfg.pair)
     keys = ("name", "base", "base_revision", "mllm", "mllm_revision", "build")
-    return {k: pair.get(k) for k in keys if k in pair}
+    ident = {k: pair.get(k) for k in keys if k in pair}
+    if pair.get("build"):
+        from harness.micro.build import build_key
+
+        ident["build_key"] = build_key(pair["build"])
+    return ident
 
 
 def merge_identity(cfg: DictConfig) -> dict:
@@ -56,9 +67,15 @@ def merge_id(cfg: DictConfig) -> str:
 
 
 def eval_identity(cfg: DictConfig) -> dict:
-    """The fields of the eval config that determine scores (not batch size or device)."""
+    """The fields of the eval config that determine scores (not batch size or device), and the
+    releases of the libraries that compute them."""
+    from harness.versions import library_versions
+
     ev = _plain(cfg.eval)
-    return {k: ev.get(k) for k in ("name", "benchmarks", "limit", "backend", "dtype")}
+    ident = {k: ev.get(k) for k in ("name", "benchmarks", "limit", "backend", "dtype")}
+    versions = library_versions()
+    ident["versions"] = {name: versions[name] for name in SCORE_LIBRARIES}
+    return ident
 
 
 def run_id(cfg: DictConfig) -> str:

@@ -74,3 +74,22 @@ def test_run_id_depends_on_what_determines_the_result():
     assert a == records.run_id(_compose(["method=mllm", "eval.batch_size=1"]))
     assert a != records.run_id(_compose(["method=mllm", "seed=1"]))
     assert a != records.run_id(_compose(["method=mllm", "eval.limit=3"]))
+
+
+@pytest.mark.parametrize("library", records.SCORE_LIBRARIES)
+def test_run_id_changes_with_a_scoring_library_release(monkeypatch, library):
+    import harness.versions
+
+    cfg = _compose(["method=mllm", "eval=micro"])
+    before = records.run_id(cfg)
+    real = harness.versions.library_versions
+    monkeypatch.setattr(harness.versions, "library_versions",
+                        lambda: {**real(), library: "0.0.1"})
+    assert records.run_id(cfg) != before
+
+
+def test_micro_merges_and_runs_change_with_the_numerics_that_build_the_pair(monkeypatch):
+    cfg = _compose(["method=task_arithmetic", "eval=micro"])
+    run, merge = records.run_id(cfg), records.merge_id(cfg)
+    monkeypatch.setenv("HARNESS_CPU_NUMERICS", "native")
+    assert records.run_id(cfg) != run and records.merge_id(cfg) != merge
