@@ -1,8 +1,10 @@
 """Run identities and result records: `results/runs/<run_id>/result.json`, written atomically.
 
 A record is complete when its `status` is "complete"; a complete record is never recomputed
-unless `force=true`. The run id is derived from the part of the resolved config that determines
-the result, so a rerun of the same configuration finds its record.
+unless `force=true`. The run id is a hash of `identity(cfg)`, everything that determines the
+result (the merge identity shared with the merge engine, and the score identity), so a rerun of
+the same configuration finds its record and a changed method, draw definition, task file or
+library release never reuses an old one. The record stores the identity in readable form.
 """
 
 from __future__ import annotations
@@ -50,14 +52,12 @@ def pair_identity(cfg: DictConfig) -> dict:
 
 
 def merge_identity(cfg: DictConfig) -> dict:
-    """The fields that determine a merged model: pair, method, params, seed."""
-    method = _plain(cfg.method)
-    return {
-        "pair": pair_identity(cfg),
-        "method": method["name"],
-        "params": method.get("params") or {},
-        "seed": int(cfg.seed),
-    }
+    """What determines a merged model: the pair, and the method identity the merge engine uses
+    too (method, params with defaults, seed, draw definition, method revision)."""
+    from harness.merge.identity import method_identity
+
+    return {"pair": pair_identity(cfg),
+            **method_identity(cfg.method.name, _plain(cfg.method.get("params")), cfg.seed)}
 
 
 def merge_id(cfg: DictConfig) -> str:
@@ -66,21 +66,41 @@ def merge_id(cfg: DictConfig) -> str:
     return f"{ident['pair']['name']}-{ident['method']}-{_digest(ident)}"
 
 
-def eval_identity(cfg: DictConfig) -> dict:
-    """The fields of the eval config that determine scores (not batch size or device), and the
-    releases of the libraries that compute them."""
+def score_identity(cfg: DictConfig) -> dict:
+    """What determines the scores of a merged model: the suite (benchmarks with task, shots,
+    metric, filter), limit, backend, dtype, chat template, the content of the suite's local task
+    files, and the releases of the scoring libraries. Not batch size or device."""
+    from harness.eval.suite import task_paths
     from harness.versions import library_versions
 
     ev = _plain(cfg.eval)
     ident = {k: ev.get(k) for k in ("name", "benchmarks", "limit", "backend", "dtype")}
+    ident["chat_template"] = bool(ev.get("chat_template", False))
+    # keyed as configured (not by absolute path: two checkouts give the same run ids)
+    ident["task_files"] = {str(entry): files_digest(path) for entry, path
+                           in zip(ev.get("task_paths") or [], task_paths(cfg.eval))}
     versions = library_versions()
     ident["versions"] = {name: versions[name] for name in SCORE_LIBRARIES}
     return ident
 
 
+def files_digest(folder: Path) -> str:
+    """Hash of the names and contents of every file under `folder` (caches left out)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(f"{path.relative_to(folder)}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def identity(cfg: DictConfig) -> dict:
+    """Everything that determines a run's result, readable: {"merge": ..., "score": ...}."""
+    return {"merge": merge_identity(cfg), "score": score_identity(cfg)}
+
+
 def run_id(cfg: DictConfig) -> str:
-    """Id of a run: `<pair>-<method>-<hash of merge identity + eval identity>`."""
-    ident = {"merge": merge_identity(cfg), "eval": eval_identity(cfg)}
+    """Id of a run: `<pair>-<method>-<hash of identity(cfg)>`."""
+    ident = identity(cfg)
     return f"{ident['merge']['pair']['name']}-{ident['merge']['method']}-{_digest(ident)}"
 
 

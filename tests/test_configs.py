@@ -93,3 +93,67 @@ def test_micro_merges_and_runs_change_with_the_numerics_that_build_the_pair(monk
     run, merge = records.run_id(cfg), records.merge_id(cfg)
     monkeypatch.setenv("HARNESS_CPU_NUMERICS", "native")
     assert records.run_id(cfg) != run and records.merge_id(cfg) != merge
+
+
+def test_run_id_changes_with_the_method_revision_and_the_draws(monkeypatch):
+    import dataclasses
+
+    from harness.merge import randomness, registry
+
+    registry.get_method("dare")
+    for method in ("ties", "dare"):
+        cfg = _compose([f"method={method}", "eval=micro"])
+        before, merge_before = records.run_id(cfg), records.merge_id(cfg)
+        assert records.run_id(cfg) == before  # the same config twice: the same record
+        spec = registry.METHODS[method]
+        monkeypatch.setitem(registry.METHODS, method,
+                            dataclasses.replace(spec, revision=f"{spec.revision}-next"))
+        assert records.run_id(cfg) != before and records.merge_id(cfg) != merge_before
+        monkeypatch.setitem(registry.METHODS, method, spec)
+        assert records.run_id(cfg) == before
+    dare, ties = (_compose([f"method={m}", "eval=micro"]) for m in ("dare", "ties"))
+    dare_id, ties_id = records.run_id(dare), records.run_id(ties)
+    monkeypatch.setattr(randomness, "DRAWS", "splitmix64-v3")
+    assert records.run_id(dare) != dare_id
+    assert records.run_id(ties) == ties_id  # not stochastic: the draws do not enter
+
+
+def test_run_id_changes_with_the_chat_template_and_method_defaults():
+    a = _compose(["method=ties", "eval=micro"])
+    assert records.run_id(a) != records.run_id(_compose(["method=ties", "eval=micro",
+                                                         "eval.chat_template=true"]))
+    # a default written out is the same configuration
+    density = a.method.params.density
+    assert records.run_id(a) == records.run_id(
+        _compose(["method=ties", "eval=micro", f"method.params.density={density}"]))
+
+
+def test_run_id_changes_with_a_local_task_file(tmp_path):
+    import shutil
+
+    from harness.eval.suite import task_paths
+
+    cfg = _compose(["method=mllm", "eval=micro"])
+    copies = []
+    for i, path in enumerate(task_paths(cfg.eval)):
+        copies.append(tmp_path / str(i))
+        shutil.copytree(path, copies[-1])
+    cfg = _compose(["method=mllm", "eval=micro", f"eval.task_paths=[{copies[0]},{copies[1]}]"])
+    before = records.run_id(cfg)
+    assert records.run_id(cfg) == before
+    task = sorted(copies[0].glob("*.yaml"))[0]
+    task.write_text(task.read_text() + "\n# edited\n")
+    assert records.run_id(cfg) != before
+
+
+def test_the_merge_engine_and_the_records_share_the_method_identity(tiny_llama, tiny_tuned_llm,
+                                                                    tmp_path):
+    from harness.merge import merge_checkpoints
+
+    cfg = _compose(["method=dare", "method.params.density=0.5"])
+    report = merge_checkpoints(base=tiny_llama, mllm=tiny_tuned_llm, method="dare",
+                               params={"density": 0.5}, out=tmp_path / "m", seed=0,
+                               progress=False)
+    merge = records.merge_identity(cfg)
+    assert {k: report["inputs"][k] for k in merge if k != "pair"} == \
+        {k: v for k, v in merge.items() if k != "pair"}

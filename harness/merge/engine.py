@@ -30,13 +30,13 @@ from tqdm.auto import tqdm
 from harness.errors import ConfigError, MergeError
 from harness.merge.buffers import MEMORY_MB, BufferPool
 from harness.merge.fused import KERNEL_SETTINGS, preload
+from harness.merge.identity import method_identity
 from harness.merge.neurons import parse_role
 from harness.merge.outputs import (
     check_free_disk,
     write_llm_files,
     write_mllm_files,
 )
-from harness.merge.randomness import DRAWS
 from harness.merge.registry import get_method, make_params
 from harness.merge.report import MERGE_JSON, identity_digest, load_merge_report, merge_lock
 from harness.merge.stream import MergeContext, release_scratch
@@ -98,14 +98,10 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
     out = Path(out)
     base_reader, tuned_reader = CheckpointReader(base_dir), CheckpointReader(tuned_dir)
     identity = {
-        "method": method, "params": dataclasses.asdict(p), "seed": int(seed),
+        **method_identity(method, params, seed),
         "base": {"path": str(base_dir), "files": base_reader.identity()},
         "mllm": {"path": str(tuned_dir), "files": tuned_reader.identity()},
     }
-    if spec.stochastic:  # merges drawn by an earlier definition of the draws are not reused
-        identity["draws"] = DRAWS
-    if spec.revision:  # nor merges by an earlier definition of the method
-        identity["revision"] = spec.revision
     digest = identity_digest(identity)
     out.parent.mkdir(parents=True, exist_ok=True)
     with merge_lock(out):
