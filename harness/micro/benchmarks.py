@@ -1,6 +1,10 @@
-"""The micro benchmark files: test splits of the micro world as JSONL, written next to the task
-YAMLs in harness/micro/tasks/ (committed; `python -m harness.micro --write-benchmarks` rewrites
-them and a test checks they match the generator)."""
+"""The micro benchmark files: test and validation splits of the micro world as JSONL, written next
+to the task YAMLs in harness/micro/tasks/ (committed; `python -m harness.micro
+--write-benchmarks` rewrites them and a test checks they match the generator).
+
+Test docs are `micro_<skill>.jsonl`, validation docs `micro_<skill>_val.jsonl` (for choosing
+hyperparameters: drawn after the default build's training data, disjoint from it and from test).
+"""
 
 from __future__ import annotations
 
@@ -12,36 +16,58 @@ from harness.micro import world as W
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 N_TEST = 100
+N_VAL = 100
+
+
+def _train_sizes() -> tuple[int, int]:
+    """Language and visual training sizes of the default build (validation avoids its data)."""
+    from harness.micro.build import DEFAULT_BUILD
+
+    return DEFAULT_BUILD["language"]["n_train"], DEFAULT_BUILD["visual"]["n_train"]
+
+
+def _facts(world: W.World, prompt_of, seed: str) -> list[dict]:
+    rng = random.Random(seed)
+    pools = {"capital": world.cities, "eats": world.foods, "lives": world.cities}
+    docs = []
+    for rel, subj, obj in world.facts():
+        choices = [obj] + rng.sample([x for x in pools[rel] if x != obj], 3)
+        rng.shuffle(choices)
+        docs.append({"prompt": prompt_of(rel, subj, obj), "choices": choices,
+                     "answer": choices.index(obj)})
+    return docs
 
 
 def language_docs() -> dict[str, list[dict]]:
-    """Benchmark docs of the language skills."""
+    """Benchmark docs of the language skills, test and validation."""
     world = W.make_world()
-    rng = random.Random(f"{W.WORLD_SEED}-facts-mc")
-    pools = {"capital": world.cities, "eats": world.foods, "lives": world.cities}
-    facts = []
-    for rel, subj, obj in world.facts():
-        prompt, _ = W.fact_statement(rel, subj, obj)
-        choices = [obj] + rng.sample([x for x in pools[rel] if x != obj], 3)
-        rng.shuffle(choices)
-        facts.append({"prompt": prompt, "choices": choices, "answer": choices.index(obj)})
-    docs = {"micro_facts": facts}
-    for task in ("arith", "copy", "reverse"):
+    n_lang, _ = _train_sizes()
+    docs = {"micro_facts": _facts(world, lambda r, s, o: W.fact_statement(r, s, o)[0],
+                                  f"{W.WORLD_SEED}-facts-mc"),
+            "micro_facts_val": _facts(world, lambda r, s, o: W.fact_question(r, s),
+                                      f"{W.WORLD_SEED}-facts-mc-val")}
+    for task in ("arith", "copy", "reverse", "pattern"):
         _, test = W.split_instances(task, 0, N_TEST)
-        docs[f"micro_{task}"] = [{"prompt": p, "answer": a} for p, a in test]
-    _, test = W.split_instances("pattern", 0, N_TEST)
-    docs["micro_pattern"] = [{"prompt": p, "choices": c, "answer": c.index(a)}
-                             for p, a, c in test]
+        val = W.validation_instances(task, n_lang, N_TEST, N_VAL)
+        for name, split in ((f"micro_{task}", test), (f"micro_{task}_val", val)):
+            if task == "pattern":
+                docs[name] = [{"prompt": p, "choices": c, "answer": c.index(a)}
+                              for p, a, c in split]
+            else:
+                docs[name] = [{"prompt": p, "answer": a} for p, a in split]
     return docs
 
 
 def visual_docs() -> dict[str, list[dict]]:
-    """Benchmark docs of the visual skills (scenes as strings; images drawn at eval time)."""
+    """Benchmark docs of the visual skills, test and validation (scenes as strings; images
+    drawn at eval time)."""
+    _, n_vis = _train_sizes()
     docs = {}
     for task in W.VISUAL_TASKS:
         _, test = W.split_visual(task, 0, N_TEST)
-        docs[f"micro_{task}"] = [{"scene": s.key(), "question": q, "answer": a}
-                                 for s, q, a in test]
+        val = W.validation_visual(task, n_vis, N_TEST, N_VAL)
+        for name, split in ((f"micro_{task}", test), (f"micro_{task}_val", val)):
+            docs[name] = [{"scene": s.key(), "question": q, "answer": a} for s, q, a in split]
     return docs
 
 

@@ -10,8 +10,9 @@ on every machine. Language skills (what the base LLM learns and the MLLM may for
   pattern  — "red blue red blue red" → next item (multiple choice; completion)
 Visual skills (what visual tuning adds): colour, shape, count and position of shapes in a picture,
 and a POPE-style yes/no object-existence question.
-Train and test instances are disjoint (facts: the benchmark asks the trained statements as
-questions with distractors; that is knowledge recall, as in MMLU).
+Train, test and validation instances are disjoint by prompt, pictures by scene (facts: the test
+benchmark asks the trained statements with distractors, which is knowledge recall as in MMLU; the
+validation benchmark asks the same facts as questions, a wording no other split uses).
 """
 
 from __future__ import annotations
@@ -137,11 +138,12 @@ def pattern_instance(rng: random.Random) -> tuple[str, str, list[str]]:
 GENERATORS = {"arith": arith_instance, "copy": copy_instance, "reverse": reverse_instance}
 
 
-def split_instances(task: str, n_train: int, n_test: int, seed: int = WORLD_SEED):
-    """Disjoint train/test instances of a generated task (by prompt)."""
+def _language_stream(task: str, n_train: int, n_test: int, seed: int):
+    """(train, test, draw): the train and test instances of a task and the function that draws
+    the next instance of the same stream."""
     rng = random.Random(f"{seed}-{task}")
-    test, train, seen = [], [], set()
     make = GENERATORS.get(task, pattern_instance)
+    test, train, seen = [], [], set()
     while len(test) < n_test:
         inst = make(rng)
         if inst[0] not in seen:
@@ -153,7 +155,39 @@ def split_instances(task: str, n_train: int, n_test: int, seed: int = WORLD_SEED
         inst = make(rng)
         if inst[0] not in seen:
             train.append(inst)
+    return train, test, lambda: make(rng)
+
+
+def split_instances(task: str, n_train: int, n_test: int, seed: int = WORLD_SEED):
+    """Disjoint train/test instances of a generated task (by prompt)."""
+    train, test, _ = _language_stream(task, n_train, n_test, seed)
     return train, test
+
+
+def validation_instances(task: str, n_train: int, n_test: int, n_val: int,
+                         seed: int = WORLD_SEED):
+    """Validation instances of a generated task: drawn from the same stream after the train and
+    test ones, with prompts in neither. Test and training data stay exactly as they were, so
+    the validation split is disjoint from the training data of a build with this `n_train`."""
+    train, test, draw = _language_stream(task, n_train, n_test, seed)
+    seen = {inst[0] for inst in train + test}
+    val = []
+    while len(val) < n_val:
+        inst = draw()
+        if inst[0] not in seen:
+            seen.add(inst[0])
+            val.append(inst)
+    return val
+
+
+def fact_question(rel: str, subj: str) -> str:
+    """A fact asked as a question: the validation wording, which neither training nor the test
+    benchmark uses (they use the statement form)."""
+    if rel == "capital":
+        return f"question : what is the capital of {subj} ? answer :"
+    if rel == "eats":
+        return f"question : what the {subj} eats ? answer :"
+    return f"question : where {subj} lives ? answer :"
 
 
 # ---------------------------------------------------------------- visual instances
@@ -209,8 +243,7 @@ def visual_question(task: str, rng: random.Random) -> tuple[Scene, str, str]:
 VISUAL_TASKS = ("color", "shape", "count", "position", "pope")
 
 
-def split_visual(task: str, n_train: int, n_test: int, seed: int = WORLD_SEED):
-    """Disjoint train/test (scene, question, answer) triples (by scene and question)."""
+def _visual_stream(task: str, n_train: int, n_test: int, seed: int):
     rng = random.Random(f"{seed}-visual-{task}")
     test, seen = [], set()
     while len(test) < n_test:
@@ -223,4 +256,25 @@ def split_visual(task: str, n_train: int, n_test: int, seed: int = WORLD_SEED):
         s, q, a = visual_question(task, rng)
         if (s.key(), q) not in seen:
             train.append((s, q, a))
+    return train, test, lambda: visual_question(task, rng)
+
+
+def split_visual(task: str, n_train: int, n_test: int, seed: int = WORLD_SEED):
+    """Disjoint train/test (scene, question, answer) triples (by scene and question)."""
+    train, test, _ = _visual_stream(task, n_train, n_test, seed)
     return train, test
+
+
+def validation_visual(task: str, n_train: int, n_test: int, n_val: int,
+                      seed: int = WORLD_SEED):
+    """Validation triples of a visual task, drawn after the train and test ones, whose scenes
+    (pictures) appear in neither; train and test stay as they were."""
+    train, test, draw = _visual_stream(task, n_train, n_test, seed)
+    scenes = {s.key() for s, _, _ in train + test}
+    val = []
+    while len(val) < n_val:
+        s, q, a = draw()
+        if s.key() not in scenes:
+            scenes.add(s.key())
+            val.append((s, q, a))
+    return val
