@@ -36,16 +36,58 @@ def _save(fig, stem: Path) -> list[Path]:
     return out
 
 
+# Label offsets (points) tried in order until a label overlaps no label already placed.
+_OFFSETS = [(6, 6), (6, -12), (-6, 6), (-6, -12), (6, 18), (-6, 18), (6, -24), (-6, -24),
+            (14, 0), (-14, 0), (6, 30), (-6, 30), (6, -36), (-6, -36)]
+
+
+def shared_labels(points: pd.DataFrame, labels: dict[str, str]) -> list[tuple[float, float, str]]:
+    """(language, vision, text) per distinct point: methods at the same point (to the shown
+    precision, 0.1) share one label, e.g. "Model Soup = Task Arithmetic"."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for _, row in points.iterrows():
+        key = (round(float(row.language), 1), round(float(row.vision), 1))
+        groups.setdefault(key, []).append(labels.get(row.method, row.method))
+    return [(x, y, " = ".join(names)) for (x, y), names in groups.items()]
+
+
+def place_labels(ax, items: list[tuple[float, float, str]]) -> list:
+    """Annotate each (x, y, text), moving a label to the first offset where its box overlaps
+    no label placed before it; returns the annotations."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed, boxes = [], []
+    for x, y, text in sorted(items, key=lambda item: (-item[1], item[0])):
+        for dx, dy in _OFFSETS:
+            ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy),
+                              fontsize=7, ha="left" if dx >= 0 else "right", zorder=5)
+            box = ann.get_window_extent(renderer).expanded(1.05, 1.15)
+            if not any(box.overlaps(other) for other in boxes):
+                break
+            ann.remove()
+        else:  # every offset taken: keep the first one
+            ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=_OFFSETS[0],
+                              fontsize=7, zorder=5)
+            box = ann.get_window_extent(renderer)
+        boxes.append(box)
+        placed.append(ann)
+    return placed
+
+
 def tradeoff_plot(agg: pd.DataFrame, chosen: dict[str, str], stem: Path) -> list[Path]:
-    """Language average vs visual average: every configuration run (grey), each method's chosen
-    one (labelled), the base→MLLM line and the Pareto front."""
-    from harness.tables import LABELS
+    """Language average vs visual average: every configuration run (small, in its method's
+    colour), each method's chosen one (large, outlined, labelled; methods at one point share a
+    label), the base→MLLM line and the Pareto front."""
+    from harness.tables import LABELS, ROWS
 
     pts = _averages(agg)
     if pts.empty:
         return []
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    ax.scatter(pts.language, pts.vision, s=12, c="0.75", label="all configurations", zorder=1)
+    order = [m for m, _ in ROWS] + sorted(set(pts.method) - set(LABELS))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(order)}
+    fig, ax = plt.subplots(figsize=(7.2, 5.4))
+    for method, sub in pts.groupby("method"):
+        ax.scatter(sub.language, sub.vision, s=14, color=colours[method], alpha=0.35,
+                   linewidths=0, zorder=1)
     front = pareto(pts)
     ax.plot(front.language, front.vision, "--", c="tab:green", lw=1, label="Pareto front", zorder=2)
     sel = pts[[chosen.get(m) == c for m, c in zip(pts.method, pts.config)]]
@@ -54,14 +96,16 @@ def tradeoff_plot(agg: pd.DataFrame, chosen: dict[str, str], stem: Path) -> list
         ax.plot(ends.loc[["base", "mllm"], "language"], ends.loc[["base", "mllm"], "vision"],
                 c="0.4", lw=1, label="base → MLLM", zorder=2)
     for _, row in sel.iterrows():
-        ax.scatter(row.language, row.vision, s=40, zorder=3)
-        ax.annotate(LABELS.get(row.method, row.method), (row.language, row.vision),
-                    textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.scatter(row.language, row.vision, s=60, color=colours[row.method], edgecolors="black",
+                   linewidths=0.8, zorder=4)
+    ax.scatter([], [], s=14, c="0.6", alpha=0.5, label="every configuration run")
+    ax.scatter([], [], s=60, c="0.6", edgecolors="black", label="chosen configuration")
     ax.set_xlabel("language average (%)")
     ax.set_ylabel("visual average (%)")
     ax.set_title(stem.name.replace("tradeoff_", "trade-off: "))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
+    place_labels(ax, shared_labels(sel, LABELS))
     return _save(fig, stem)
 
 

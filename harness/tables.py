@@ -8,7 +8,11 @@ writes to `<results>/tables/`:
 - `sweep_<pair>_<suite>_<method>.{md,csv}`: every configuration of a method that was run.
 - `tradeoff_<pair>_<suite>.{png,pdf}` and `sweep_<pair>_<suite>_<method>.{png,pdf}` (harness.plots).
 A missing benchmark is a gap, never a zero; incomplete or unreadable records are skipped and named.
-The chosen configuration of a method is picked by the rule in conf/tables/default.yaml.
+The chosen configuration of a method is picked by the rule in conf/tables/default.yaml (or
+`--select`): `defaults`, `best_overall`, or `validation` (the configuration with the best overall
+average on the suite's validation suite, e.g. micro_val for micro; its test scores are the row).
+The rule and the chosen configurations are written under every table, and so are records made
+with different library releases.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from harness.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 ROWS = [("base", "Base LLM"), ("mllm", "MLLM"), ("model_soup", "Model Soup"),
@@ -29,6 +35,7 @@ ROWS = [("base", "Base LLM"), ("mllm", "MLLM"), ("model_soup", "Model Soup"),
         ("breadcrumbs", "Breadcrumbs"), ("della", "DELLA"), ("neuron_fusion", "Neuron-Fusion")]
 LABELS = dict(ROWS)
 REFERENCE = {"base", "mllm"}
+RULES = ("defaults", "best_overall", "validation")
 AVERAGES = [("language", "Lang. avg"), ("vision", "Vis. avg"), ("all", "Overall avg")]
 CONF = Path(__file__).resolve().parent.parent / "conf" / "tables" / "default.yaml"
 
@@ -69,14 +76,24 @@ def long_frame(records: list[dict]) -> pd.DataFrame:
     for r in records:
         base = {"pair": r["pair"], "suite": r["eval_suite"], "method": r["method"],
                 "config": _config_label(r.get("params")), "seed": r.get("seed", 0),
-                "run_id": r.get("run_id")}
+                "run_id": r.get("run_id"),
+                "validation": ((r.get("config") or {}).get("eval") or {}).get("validation"),
+                "versions": versions_label(r)}
         for bench, s in r["scores"].items():
             rows.append({**base, "column": bench, "kind": s["suite"], "value": s["percent"]})
         for name, value in (r.get("averages") or {}).items():
             if value is not None:
                 rows.append({**base, "column": name, "kind": "average", "value": value})
     return pd.DataFrame(rows, columns=["pair", "suite", "method", "config", "seed", "run_id",
-                                       "column", "kind", "value"])
+                                       "validation", "versions", "column", "kind", "value"])
+
+
+def versions_label(record: dict) -> str:
+    """The releases of the scoring libraries a record was made with, as one string."""
+    from harness.records import SCORE_LIBRARIES
+
+    versions = record.get("versions") or {}
+    return ", ".join(f"{name} {versions.get(name, '?')}" for name in SCORE_LIBRARIES)
 
 
 def benchmark_order(frame: pd.DataFrame) -> list[str]:
@@ -107,6 +124,42 @@ def choose(agg: pd.DataFrame, rule: str, defaults: dict[str, str]) -> dict[str, 
         overall = sub[sub.column == "all"].sort_values(["mean", "config"], ascending=[False, True])
         chosen[method] = overall.config.iloc[0] if len(overall) else configs[0]
     return chosen
+
+
+VALIDATION_ORDER = "overall average (ties: language average, then configuration label)"
+
+
+def choose_on_validation(val_agg: pd.DataFrame) -> dict[str, str]:
+    """Per method, the configuration with the best overall average on a validation suite's
+    aggregate; ties go to the higher language average, then to the first configuration label."""
+    wide = val_agg[val_agg.column.isin(["all", "language"])].pivot_table(
+        index=["method", "config"], columns="column", values="mean").reset_index()
+    chosen = {}
+    for method, sub in wide.groupby("method"):
+        ranked = sub.sort_values(["all", "language", "config"], ascending=[False, False, True])
+        chosen[method] = ranked.config.iloc[0]
+    return chosen
+
+
+def choose_by_validation(agg: pd.DataFrame, val_agg: pd.DataFrame, suite: str,
+                         validation: str) -> tuple[dict[str, str], list[str]]:
+    """Rule `validation` for a table on `suite`: each method's configuration chosen on
+    `val_agg` (choose_on_validation), shown with its `suite` scores. Methods without
+    hyperparameters need no validation run. Returns (chosen, notes on methods left out)."""
+    on_val = choose_on_validation(val_agg)
+    chosen, notes = {}, []
+    for method, sub in agg.groupby("method"):
+        label = LABELS.get(method, method)
+        if method in on_val and on_val[method] in set(sub.config):
+            chosen[method] = on_val[method]
+        elif method in on_val:
+            notes.append(f"{label} left out: its configuration chosen on {validation} "
+                         f"({on_val[method]}) has no {suite} record")
+        elif set(sub.config) == {"-"}:
+            chosen[method] = "-"
+        else:
+            notes.append(f"{label} left out: no {validation} record to choose on")
+    return chosen, notes
 
 
 def _cell(mean: float, std: float, n: int, bold: bool, latex: bool) -> str:
@@ -152,12 +205,14 @@ def _header(columns: list[str]) -> list[str]:
     return [names.get(c, c) for c in columns]
 
 
-def write_main(out: Path, stem: str, mean, md, tex, methods, columns, chosen, rule) -> list[Path]:
-    """Markdown, LaTeX (booktabs) and CSV of a main table."""
+def write_main(out: Path, stem: str, mean, md, tex, methods, columns, chosen, rule,
+               notes: list[str] = ()) -> list[Path]:
+    """Markdown, LaTeX (booktabs) and CSV of a main table; `notes` are printed under it."""
     header = _header(columns)
     labels = [LABELS.get(m, m) for m in methods]
-    note = (f"Chosen configuration per method (rule: {rule}): "
-            + "; ".join(f"{LABELS.get(m, m)}: {chosen[m]}" for m in methods))
+    note = "\n\n".join([f"Chosen configuration per method (rule: {rule}): "
+                         + "; ".join(f"{LABELS.get(m, m)}: {chosen[m]}" for m in methods),
+                         *notes])
     lines = ["| Method | " + " | ".join(header) + " |",
              "|---|" + "---:|" * len(header)]
     lines += [f"| {lab} | " + " | ".join(cells) + " |" for lab, cells in zip(labels, md)]
@@ -169,7 +224,7 @@ def write_main(out: Path, stem: str, mean, md, tex, methods, columns, chosen, ru
         tl.append(f"{lab} & " + " & ".join(cells) + r" \\")
         if i == 1 and len(labels) > 2 and methods[1] in REFERENCE:
             tl.append(r"\midrule")
-    tl += [r"\bottomrule", r"\end{tabular}", f"% {note}"]
+    tl += [r"\bottomrule", r"\end{tabular}", *(f"% {line}" for line in note.splitlines() if line)]
     (out / f"{stem}.tex").write_text("\n".join(tl) + "\n")
     csv = mean.copy()
     csv.index = labels
@@ -208,8 +263,36 @@ def method_defaults() -> dict[str, str]:
     return out
 
 
-def build_tables(results: Path, plots: bool = True) -> list[Path]:
-    """Write every table (and plot) for the records under `results`; return the files."""
+def select_rows(frame: pd.DataFrame, part: pd.DataFrame, agg: pd.DataFrame, pair: str,
+                suite: str, select: str) -> tuple[dict[str, str], str, list[str]]:
+    """(chosen config per method, rule text, notes) of one main table under rule `select`."""
+    if select not in RULES:
+        raise ConfigError(f"tables select={select!r} is not valid; choose one of "
+                          f"{', '.join(RULES)}")
+    if select != "validation":
+        return choose(agg, select, method_defaults()), select, []
+    validation = next((v for v in part.validation.dropna()), None)
+    if validation is None:
+        return (choose(agg, "best_overall", method_defaults()),
+                f"validation; {suite} names no validation suite, so best_overall", [])
+    val_part = frame[(frame.pair == pair) & (frame.suite == validation)]
+    chosen, notes = choose_by_validation(agg, aggregate(val_part), suite, validation)
+    return chosen, f"validation, chosen on {validation} by {VALIDATION_ORDER}", notes
+
+
+def versions_note(part: pd.DataFrame) -> list[str]:
+    """A note when a table's records were made with different scoring-library releases."""
+    runs = part.drop_duplicates("run_id")
+    if runs.versions.nunique() <= 1:
+        return []
+    counts = runs.groupby("versions").run_id.count()
+    return ["Records made with different library releases: "
+            + "; ".join(f"{n} with {v}" for v, n in counts.items())]
+
+
+def build_tables(results: Path, plots: bool = True, select: str | None = None) -> list[Path]:
+    """Write every table (and plot) for the records under `results`; return the files.
+    `select` overrides the selection rule of conf/tables/default.yaml."""
     records, skipped = load_records(Path(results) / "runs")
     for path, why in skipped:
         print(f"skipped {path}: {why}")
@@ -221,16 +304,16 @@ def build_tables(results: Path, plots: bool = True) -> list[Path]:
     if frame.empty:
         print(f"no complete records under {Path(results) / 'runs'}; nothing to tabulate")
         return []
-    rule = load_rule()
+    select = select or load_rule().get("select", "best_overall")
     written = []
     for (pair, suite), part in sorted(frame.groupby(["pair", "suite"])):
         benches = benchmark_order(part)
         agg = aggregate(part)
-        chosen = choose(agg, rule.get("select", "best_overall"), method_defaults())
+        chosen, rule, notes = select_rows(frame, part, agg, pair, suite, select)
         stem = f"main_{pair}_{suite}"
         mean, md, tex, methods, columns = main_table(agg, chosen, benches)
-        written += write_main(out, stem, mean, md, tex, methods, columns, chosen,
-                              rule.get("select", "best_overall"))
+        written += write_main(out, stem, mean, md, tex, methods, columns, chosen, rule,
+                              notes + versions_note(part))
         if plots:
             from harness.plots import tradeoff_plot
 
@@ -253,8 +336,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path,
                         default=Path(os.environ.get("HARNESS_RESULTS", "results")))
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--select", choices=RULES,
+                        help="selection rule (default: conf/tables/default.yaml)")
     args = parser.parse_args(argv)
-    files = build_tables(args.results, plots=not args.no_plots)
+    files = build_tables(args.results, plots=not args.no_plots, select=args.select)
     for f in files:
         print(f"wrote {f}")
 
