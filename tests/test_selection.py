@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from harness import tables
-from harness.select import grid_points
+from harness.selection import grid_points
 
 ROOT = Path(__file__).resolve().parent.parent
 
