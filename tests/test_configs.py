@@ -149,10 +149,11 @@ def test_run_id_changes_with_a_local_task_file(tmp_path):
 def test_the_merge_engine_and_the_records_share_the_method_identity(tiny_llama, tiny_tuned_llm,
                                                                     tmp_path):
     from harness.merge import merge_checkpoints
+    from harness.pipeline import method_params
 
-    cfg = _compose(["method=dare", "method.params.density=0.5"])
+    cfg = _compose(["method=dare", "method.params.density=0.3"])
     report = merge_checkpoints(base=tiny_llama, mllm=tiny_tuned_llm, method="dare",
-                               params={"density": 0.5}, out=tmp_path / "m", seed=0,
+                               params=method_params(cfg), out=tmp_path / "m", seed=0,
                                progress=False)
     merge = records.merge_identity(cfg)
     assert {k: report["inputs"][k] for k in merge if k != "pair"} == \

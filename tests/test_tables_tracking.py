@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from harness.records import write_record
@@ -38,15 +39,19 @@ def _record(method: str, values: dict, params=None, seed=0) -> dict:
             "created_at": "2026-11-22T00:00:00+00:00"}
 
 
+TA_DEFAULT = yaml.safe_load((Path(__file__).resolve().parent.parent / "conf" / "method"
+                             / "task_arithmetic.yaml").read_text())["params"]["scale"]
+
+
 @pytest.fixture()
 def results(tmp_path):
     runs = tmp_path / "runs"
     recs = [_record("base", {"lang_a": 90, "lang_b": 80, "vis_a": 10}),
             _record("mllm", {"lang_a": 40, "lang_b": 30, "vis_a": 90}),
             _record("task_arithmetic", {"lang_a": 70, "lang_b": 60, "vis_a": 50},
-                    {"scale": 0.5}),
+                    {"scale": TA_DEFAULT}),
             _record("task_arithmetic", {"lang_a": 60, "lang_b": 50, "vis_a": 80},
-                    {"scale": 0.7}),
+                    {"scale": TA_DEFAULT + 0.15}),
             # two seeds of one configuration
             _record("dare", {"lang_a": 50, "lang_b": 40, "vis_a": 70},
                     {"density": 0.5, "scale": 1.0}, seed=0),
@@ -73,7 +78,7 @@ def test_tables_from_records(results, capsys):
             "tradeoff_p_s.pdf", "sweep_p_s_task_arithmetic.md"} <= names
     csv = pd.read_csv(results / "tables" / "main_p_s.csv", index_col=0)
     assert list(csv.index) == ["Base LLM", "MLLM", "Task Arithmetic", "TIES", "DARE"]
-    # task arithmetic shows its conf/method default (scale 0.5); averages equal recomputed means
+    # task arithmetic shows its conf/method default; averages equal recomputed means
     assert csv.loc["Task Arithmetic", "Lang. avg"] == pytest.approx(65.0)
     assert csv.loc["Task Arithmetic", "Overall avg"] == pytest.approx(60.0)
     assert csv.loc["DARE", "lang_a"] == pytest.approx(52.0)
