@@ -94,7 +94,7 @@ def run(cfg: DictConfig) -> dict:
 
 def build_record(cfg: DictConfig, run_id: str, scores: dict, report: dict,
                  merge_dir: Path) -> dict:
-    """The tidy result record (fixed fields in shared/DESIGN.md)."""
+    """The tidy result record (its fields: docs/results.md)."""
     from harness import numerics
     from harness.versions import git_sha, library_versions
 
