@@ -45,6 +45,9 @@ def run_selection(cfg: DictConfig, overrides: list[str]) -> dict[str, dict]:
     from harness.pipeline import run
     from harness.tables import aggregate, build_tables, choose_on_validation, long_frame
 
+    if cfg.stage != "all":
+        raise ConfigError(f"stage={cfg.stage} cannot select hyperparameters: a selection needs "
+                          f"the scores of every point; run it with stage=all (the default)")
     validation = cfg.eval.get("validation")
     if not validation:
         raise ConfigError(f"+experiment selection: eval={cfg.eval.name} names no validation "
@@ -60,9 +63,7 @@ def run_selection(cfg: DictConfig, overrides: list[str]) -> dict[str, dict]:
         val_records.append(run(_point(overrides, method, params, validation)))
     chosen_labels = choose_on_validation(aggregate(long_frame(val_records)))
     chosen: dict[str, dict] = {}
-    for method, params in points:
-        rec = next(r for r in val_records if r["method"] == method and all(
-            r["params"].get(k) == v for k, v in params.items()))
+    for (method, params), rec in zip(points, val_records):
         if long_frame([rec]).config.iloc[0] == chosen_labels.get(method):
             chosen.setdefault(method, params)
     for i, (method, params) in enumerate(chosen.items(), 1):

@@ -134,9 +134,11 @@ def choose_on_validation(val_agg: pd.DataFrame) -> dict[str, str]:
     aggregate; ties go to the higher language average, then to the first configuration label."""
     wide = val_agg[val_agg.column.isin(["all", "language"])].pivot_table(
         index=["method", "config"], columns="column", values="mean").reset_index()
+    wide = wide.reindex(columns=["method", "config", "all", "language"])  # a suite may lack one
     chosen = {}
     for method, sub in wide.groupby("method"):
-        ranked = sub.sort_values(["all", "language", "config"], ascending=[False, False, True])
+        ranked = sub.sort_values(["all", "language", "config"], ascending=[False, False, True],
+                                 na_position="last")
         chosen[method] = ranked.config.iloc[0]
     return chosen
 
