@@ -138,30 +138,48 @@ def pattern_instance(rng: random.Random) -> tuple[str, str, list[str]]:
 GENERATORS = {"arith": arith_instance, "copy": copy_instance, "reverse": reverse_instance}
 
 
-def _language_stream(task: str, n_train: int, n_test: int, seed: int):
-    """(train, test, draw): the train and test instances of a task and the function that draws
-    the next instance of the same stream."""
-    rng = random.Random(f"{seed}-{task}")
-    make = GENERATORS.get(task, pattern_instance)
+def _stream(draw, key, n_train: int, n_test: int):
+    """(train, test) of a generated task: test instances unique by `key`, then train instances
+    whose key is not a test key (repeats allowed). `draw()` is left at the next instance."""
     test, train, seen = [], [], set()
     while len(test) < n_test:
-        inst = make(rng)
-        if inst[0] not in seen:
-            seen.add(inst[0])
+        inst = draw()
+        if key(inst) not in seen:
+            seen.add(key(inst))
             test.append(inst)
     tries = 0
     while len(train) < n_train and tries < 50 * n_train:
         tries += 1
-        inst = make(rng)
-        if inst[0] not in seen:
+        inst = draw()
+        if key(inst) not in seen:
             train.append(inst)
-    return train, test, lambda: make(rng)
+    return train, test
+
+
+def _unseen(draw, key, taken: set, n: int) -> list:
+    """The next `n` instances of `draw()` whose `key` is not in `taken` (nor repeated)."""
+    taken, out = set(taken), []
+    while len(out) < n:
+        inst = draw()
+        if key(inst) not in taken:
+            taken.add(key(inst))
+            out.append(inst)
+    return out
+
+
+def _prompt(inst) -> str:
+    return inst[0]
+
+
+def _language_draw(task: str, seed: int):
+    rng = random.Random(f"{seed}-{task}")
+    make = GENERATORS.get(task, pattern_instance)
+    return lambda: make(rng)
 
 
 def split_instances(task: str, n_train: int, n_test: int, seed: int = WORLD_SEED):
     """Disjoint train/test instances of a generated task (by prompt)."""
-    train, test, _ = _language_stream(task, n_train, n_test, seed)
-    return train, test
+    return _stream(_language_draw(task, seed), _prompt, n_train, n_test)
 
 
 def validation_instances(task: str, n_train: int, n_test: int, n_val: int,
@@ -169,15 +187,9 @@ def validation_instances(task: str, n_train: int, n_test: int, n_val: int,
     """Validation instances of a generated task: drawn from the same stream after the train and
     test ones, with prompts in neither. Test and training data stay exactly as they were, so
     the validation split is disjoint from the training data of a build with this `n_train`."""
-    train, test, draw = _language_stream(task, n_train, n_test, seed)
-    seen = {inst[0] for inst in train + test}
-    val = []
-    while len(val) < n_val:
-        inst = draw()
-        if inst[0] not in seen:
-            seen.add(inst[0])
-            val.append(inst)
-    return val
+    draw = _language_draw(task, seed)
+    train, test = _stream(draw, _prompt, n_train, n_test)
+    return _unseen(draw, _prompt, {_prompt(i) for i in train + test}, n_val)
 
 
 def fact_question(rel: str, subj: str) -> str:
@@ -243,38 +255,28 @@ def visual_question(task: str, rng: random.Random) -> tuple[Scene, str, str]:
 VISUAL_TASKS = ("color", "shape", "count", "position", "pope")
 
 
-def _visual_stream(task: str, n_train: int, n_test: int, seed: int):
+def _visual_draw(task: str, seed: int):
     rng = random.Random(f"{seed}-visual-{task}")
-    test, seen = [], set()
-    while len(test) < n_test:
-        s, q, a = visual_question(task, rng)
-        if (s.key(), q) not in seen:
-            seen.add((s.key(), q))
-            test.append((s, q, a))
-    train = []
-    while len(train) < n_train:
-        s, q, a = visual_question(task, rng)
-        if (s.key(), q) not in seen:
-            train.append((s, q, a))
-    return train, test, lambda: visual_question(task, rng)
+    return lambda: visual_question(task, rng)
+
+
+def _scene_question(inst) -> tuple[str, str]:
+    return inst[0].key(), inst[1]
+
+
+def _scene(inst) -> str:
+    return inst[0].key()
 
 
 def split_visual(task: str, n_train: int, n_test: int, seed: int = WORLD_SEED):
     """Disjoint train/test (scene, question, answer) triples (by scene and question)."""
-    train, test, _ = _visual_stream(task, n_train, n_test, seed)
-    return train, test
+    return _stream(_visual_draw(task, seed), _scene_question, n_train, n_test)
 
 
 def validation_visual(task: str, n_train: int, n_test: int, n_val: int,
                       seed: int = WORLD_SEED):
     """Validation triples of a visual task, drawn after the train and test ones, whose scenes
     (pictures) appear in neither; train and test stay as they were."""
-    train, test, draw = _visual_stream(task, n_train, n_test, seed)
-    scenes = {s.key() for s, _, _ in train + test}
-    val = []
-    while len(val) < n_val:
-        s, q, a = draw()
-        if s.key() not in scenes:
-            scenes.add(s.key())
-            val.append((s, q, a))
-    return val
+    draw = _visual_draw(task, seed)
+    train, test = _stream(draw, _scene_question, n_train, n_test)
+    return _unseen(draw, _scene, {_scene(i) for i in train + test}, n_val)
