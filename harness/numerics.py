@@ -12,7 +12,7 @@ the first operation):
   results independent of the thread count and of array alignment;
 - ONEDNN_MAX_CPU_ISA=AVX2: oneDNN (convolutions) stays on AVX2 code.
 
-Cost: a micro training step is ~1.3x slower than with the native kernels. GPU work is not
+Cost: a micro training step is 1.1–1.3x slower than with the native kernels. GPU work is not
 affected. `HARNESS_CPU_NUMERICS=native` turns this off (for CPU-heavy work on real models where
 speed matters more than bit-identity with other machines); a variable the user set wins.
 """

@@ -43,7 +43,8 @@ def run(cfg: DictConfig) -> dict:
     stage = cfg.stage
     if stage not in STAGES:
         raise ConfigError(f"stage={stage!r} is not valid; choose one of {', '.join(STAGES)}")
-    run_id = records.run_id(cfg)
+    ident = records.identity(cfg)
+    run_id = records.run_id_of(ident)
     run_dir = Path(cfg.paths.runs) / run_id
     if stage != "merge" and not cfg.force:
         done = records.load_record(run_dir)
@@ -83,7 +84,7 @@ def run(cfg: DictConfig) -> dict:
     scores = evaluate(cfg.eval, llm_dir=llm_dir,
                       mllm_dir=mllm_dir if mllm_dir.is_dir() else None,
                       run_dir=run_dir, seed=int(cfg.seed))
-    record = build_record(cfg, run_id, scores, report, merge_dir)
+    record = build_record(cfg, ident, scores, report, merge_dir)
 
     from harness.tracking import log_record
     log_record(cfg, record, run_dir)  # never raises: a W&B failure is a warning
@@ -92,9 +93,10 @@ def run(cfg: DictConfig) -> dict:
     return record
 
 
-def build_record(cfg: DictConfig, run_id: str, scores: dict, report: dict,
+def build_record(cfg: DictConfig, ident: dict, scores: dict, report: dict,
                  merge_dir: Path) -> dict:
-    """The tidy result record (its fields: docs/results.md)."""
+    """The tidy result record (its fields: docs/results.md) of the run `ident`
+    (records.identity(cfg))."""
     from harness import numerics
     from harness.versions import git_sha, library_versions
 
@@ -102,7 +104,7 @@ def build_record(cfg: DictConfig, run_id: str, scores: dict, report: dict,
                                                "neurons_located") if k in report}
     merge_stats["dir"] = str(merge_dir)
     return {
-        "run_id": run_id,
+        "run_id": records.run_id_of(ident),
         "experiment": cfg.experiment_name,
         "pair": cfg.pair.name,
         "method": cfg.method.name,
@@ -116,7 +118,7 @@ def build_record(cfg: DictConfig, run_id: str, scores: dict, report: dict,
         "merge": merge_stats,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "versions": library_versions(),
-        "identity": records.identity(cfg),
+        "identity": ident,
         "cpu_numerics": numerics.describe(),
         "git_sha": git_sha(),
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -100,7 +100,11 @@ def identity(cfg: DictConfig) -> dict:
 
 def run_id(cfg: DictConfig) -> str:
     """Id of a run: `<pair>-<method>-<hash of identity(cfg)>`."""
-    ident = identity(cfg)
+    return run_id_of(identity(cfg))
+
+
+def run_id_of(ident: dict) -> str:
+    """The run id of an identity made by `identity(cfg)`."""
     return f"{ident['merge']['pair']['name']}-{ident['merge']['method']}-{_digest(ident)}"
 
 
