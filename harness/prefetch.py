@@ -1,6 +1,10 @@
-"""`python -m harness.prefetch pair=<pair> eval=<suite> [+dry_run=true]`: download a pair's models
-and a suite's datasets into the local HF cache, on a machine with internet, so that compute nodes
-can run offline. Nothing else in the harness downloads.
+"""`python -m harness.prefetch pair=<pair> eval=<suite> [+dry_run=true] [--mirror DIR]`: download a
+pair's models and a suite's datasets into the local HF cache, on a machine with internet, so that
+compute nodes can run offline. Nothing else in the harness downloads.
+
+With `--mirror DIR` the datasets are also written to DIR in the hub layout (one folder per dataset,
+a README declaring its configs and splits, parquet files), which offline nodes read with
+`eval.data_root=DIR` (harness/eval/mirror.py): a shared disk instead of a copied HF cache.
 """
 
 from __future__ import annotations
@@ -8,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -55,6 +61,56 @@ def fetch(items: list[tuple[str, str, str | None]]) -> None:
         lmms_get_task_dict(lmms_tasks, LmmsTaskManager(model_name="llava_hf"))
 
 
+def write_mirror(eval_cfg, root: Path) -> list[str]:
+    """Write every dataset the suite's tasks read (each config, every split) to `root` in the hub
+    layout; return the dataset ids written. Loads through `datasets` (the HF cache, or the hub
+    when online)."""
+    from datasets import load_dataset
+
+    from harness.eval import lm_eval_runner, lmms_eval_runner
+    from harness.eval.local_tasks import render_task_dirs
+    from harness.eval.mirror import data_needs, write_repo
+    from harness.eval.suite import load_benchmarks, task_paths
+
+    benches = load_benchmarks(eval_cfg)
+    needs = []
+    with tempfile.TemporaryDirectory() as scratch:
+        task_dirs = render_task_dirs(task_paths(eval_cfg), Path(scratch))
+        for tool, runner in (("lm-eval", lm_eval_runner), ("lmms-eval", lmms_eval_runner)):
+            mine = [b for b in benches if b.tool == tool]
+            if mine:
+                manager = runner.task_manager(mine, task_dirs)
+                needs += [n for b in mine for n in data_needs(b, manager)]
+    repos: dict[str, dict] = {}
+    for need in needs:
+        configs = repos.setdefault(need.path, {})
+        name = need.config or "default"
+        if name not in configs:
+            log.info("dataset %s (%s)", need.path, name)
+            configs[name] = dict(load_dataset(need.path, need.config))
+    for path, configs in repos.items():
+        write_repo(root, path, configs)
+    return sorted(repos)
+
+
+def pop_mirror(argv: list[str]) -> Path | None:
+    """Remove `--mirror DIR` (or `--mirror=DIR`) from argv, which Hydra parses; return DIR."""
+    for i, arg in enumerate(argv):
+        if arg == "--mirror":
+            if i + 1 >= len(argv):
+                raise SystemExit("error: --mirror needs a directory: --mirror DIR")
+            value = argv[i + 1]
+            del argv[i:i + 2]
+            return Path(value).expanduser().resolve()
+        if arg.startswith("--mirror="):
+            del argv[i]
+            return Path(arg.split("=", 1)[1]).expanduser().resolve()
+    return None
+
+
+MIRROR: list[Path] = []  # the --mirror directory, taken from argv before Hydra starts
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     """Print the plan; fetch it unless `+dry_run=true`."""
@@ -64,14 +120,21 @@ def main(cfg: DictConfig) -> None:
             print(f"{kind:9s} {ident}" + (f"@{rev}" if rev else ""))
         if not items:
             print("nothing to fetch (local pair and no hub benchmarks)")
+        for root in MIRROR:
+            print(f"mirror    every dataset above, written to {root} (eval.data_root={root})")
         if OmegaConf.select(cfg, "dry_run", default=False) or not items:
             return
         fetch(items)
         print("done: the HF cache now holds everything above; copy HF_HOME to offline nodes")
+        for root in MIRROR:
+            for repo in write_mirror(cfg.eval, root):
+                print(f"wrote {root / repo}")
+            print(f"done: offline nodes read it with eval.data_root={root}")
     except HarnessError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
 
 
 if __name__ == "__main__":
+    MIRROR.extend(p for p in [pop_mirror(sys.argv)] if p is not None)
     main()

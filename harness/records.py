@@ -81,7 +81,20 @@ def score_identity(cfg: DictConfig) -> dict:
                            in zip(ev.get("task_paths") or [], task_paths(cfg.eval))}
     versions = library_versions()
     ident["versions"] = {name: versions[name] for name in SCORE_LIBRARIES}
+    if ev.get("max_new_tokens"):
+        ident["max_new_tokens"] = int(ev["max_new_tokens"])
+    if ev.get("data_root"):
+        ident["data"] = mirror_identity(cfg.eval)
     return ident
+
+
+def mirror_identity(eval_cfg) -> str:
+    """A hash of the mirror under `eval.data_root` (relative file names, sizes, dataset cards;
+    not its absolute path: the same mirror copied elsewhere gives the same run ids)."""
+    from harness.eval.mirror import mirror_digest
+    from harness.eval.suite import data_root
+
+    return mirror_digest(data_root(eval_cfg))
 
 
 def files_digest(folder: Path) -> str:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from harness.errors import EvalError
 from harness.eval.local_tasks import render_task_dirs
-from harness.eval.suite import load_benchmarks, task_paths
+from harness.eval.mirror import check_mirror, data_needs
+from harness.eval.suite import data_root, load_benchmarks, task_paths
 
 log = logging.getLogger(__name__)
 
@@ -35,32 +36,43 @@ def offline_defaults() -> None:
 def evaluate(eval_cfg, llm_dir: Path, mllm_dir: Path | None, run_dir: Path, seed: int = 0) -> dict:
     """Score every benchmark of the suite; return benchmark → score entry (see scores.py).
 
-    Raises EvalError on any failure, including silent ones (empty generations).
+    With `eval.data_root` the tasks read their datasets from that local mirror (mirror.py).
+    Raises EvalError on any failure, including silent ones (empty generations) and data the
+    mirror lacks (before any model loads).
     """
     benches = load_benchmarks(eval_cfg)
     if not benches:
         return {}
     offline_defaults()
-    run_dir = Path(run_dir)
+    root = data_root(eval_cfg)
+    # absolute: the evaluators may run with the mirror as working directory
+    llm_dir = Path(llm_dir).resolve()
+    mllm_dir = Path(mllm_dir).resolve() if mllm_dir is not None else None
+    run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     task_dirs = render_task_dirs(task_paths(eval_cfg), run_dir / "_tasks")
     device = _device(eval_cfg)
-    scores = {}
     language = [b for b in benches if b.tool == "lm-eval"]
     vision = [b for b in benches if b.tool == "lmms-eval"]
+    if vision and mllm_dir is None:
+        raise EvalError(f"eval={eval_cfg.name} has visual benchmarks "
+                        f"({', '.join(b.name for b in vision)}) but the tuned model is not "
+                        f"multimodal, so there is no out/mllm to evaluate")
+    from harness.eval import lm_eval_runner, lmms_eval_runner
+
+    # every task and every dataset is checked before the first model loads
+    lm_tasks = lm_eval_runner.task_manager(language, task_dirs) if language else None
+    lmms_tasks = lmms_eval_runner.task_manager(vision, task_dirs) if vision else None
+    if root is not None:
+        needs = [n for b in language for n in data_needs(b, lm_tasks)]
+        needs += [n for b in vision for n in data_needs(b, lmms_tasks)]
+        check_mirror(root, needs, eval_cfg.name)
+    scores = {}
     if language:
-        from harness.eval.lm_eval_runner import run_lm_eval
-
-        cache = Path(llm_dir).parent / "eval_cache"  # one cache per checkpoint
-        scores.update(run_lm_eval(language, Path(llm_dir), run_dir, task_dirs, eval_cfg,
-                                  device, seed, cache))
+        cache = llm_dir.parent / "eval_cache"  # one cache per checkpoint
+        scores.update(lm_eval_runner.run_lm_eval(language, llm_dir, run_dir, lm_tasks, eval_cfg,
+                                                 device, seed, cache, root))
     if vision:
-        if mllm_dir is None:
-            raise EvalError(f"eval={eval_cfg.name} has visual benchmarks "
-                            f"({', '.join(b.name for b in vision)}) but the tuned model is not "
-                            f"multimodal, so there is no out/mllm to evaluate")
-        from harness.eval.lmms_eval_runner import run_lmms_eval
-
-        scores.update(run_lmms_eval(vision, Path(mllm_dir), run_dir, task_dirs, eval_cfg,
-                                    device, seed))
+        scores.update(lmms_eval_runner.run_lmms_eval(vision, mllm_dir, run_dir, lmms_tasks,
+                                                     eval_cfg, device, seed, root))
     return {b.name: scores[b.name] for b in benches}

@@ -59,9 +59,22 @@ OFFLINE_HINTS = ("OfflineModeIsEnabled", "Couldn't reach", "couldn't reach", "Lo
                  "not found in cache", "offline mode", "HF_HUB_OFFLINE", "ConnectionError")
 
 
+def root_cause(err: BaseException) -> BaseException:
+    """The exception behind retries: lmms-eval retries a task's download and scoring
+    (tenacity), which then raises a RetryError that hides the cause in its last attempt."""
+    for _ in range(10):
+        attempt = getattr(err, "last_attempt", None)
+        cause = attempt.exception() if attempt is not None and attempt.failed else None
+        if cause is None:
+            break
+        err = cause
+    return err
+
+
 def tool_error(tool: str, tasks: list[str], where, err: BaseException, suite: str) -> EvalError:
-    """An EvalError for an exception raised inside an evaluator, with the fix when it is a
-    dataset or model missing from the offline cache."""
+    """An EvalError for an exception raised inside an evaluator (retries unwrapped to their
+    cause), with the fix when it is a dataset or model missing from the offline cache."""
+    err = root_cause(err)
     text = f"{type(err).__name__}: {err}"
     message = f"{tool} failed on {', '.join(tasks)} ({where}): {text}"
     if any(h in text for h in OFFLINE_HINTS):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness.errors import EvalError
 from harness.eval.failures import check_generations, tool_error
+from harness.eval.mirror import working_directory
 from harness.eval.scores import score_entry
 from harness.eval.suite import Benchmark, check_known_tasks
 
@@ -23,18 +24,36 @@ def _write_samples(samples: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for task, rows in samples.items():
         with open(out / f"samples_{task}.jsonl", "w") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, default=str) + "\n")
+            fh.writelines(json.dumps(row, default=str) + "\n" for row in rows)
 
 
-def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, task_dirs: list[Path],
-                eval_cfg, device: str, seed: int, cache_dir: Path) -> dict:
-    """Evaluate `benches` (all lm-eval) on `llm_dir`; return benchmark → score entry."""
-    from lm_eval import simple_evaluate
+def leaf_tasks(res: dict, task: str) -> list[str]:
+    """The leaf tasks a task or group of lm-eval's result dict stands for (itself if a leaf)."""
+    subtasks = res.get("group_subtasks", {}).get(task)
+    if not subtasks:
+        return [task]
+    return [leaf for sub in subtasks for leaf in leaf_tasks(res, sub)]
+
+
+def task_manager(benches: list[Benchmark], task_dirs: list[Path]):
+    """lm-eval's task index with the suite's local task folders; EvalError for unknown tasks."""
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=[str(p) for p in task_dirs] or None)
     check_known_tasks("lm-eval", set(manager.all_tasks), benches)
+    return manager
+
+
+def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, manager,
+                eval_cfg, device: str, seed: int, cache_dir: Path,
+                data_root: Path | None = None) -> dict:
+    """Evaluate `benches` (all lm-eval) on `llm_dir` with the tasks of `manager`
+    (`task_manager`); return benchmark → score entry. With a `data_root` the tasks read their
+    datasets from that mirror (checked beforehand: mirror.check_mirror)."""
+    from lm_eval import simple_evaluate
+
+    max_new = eval_cfg.get("max_new_tokens")
+    gen_kwargs = {"max_gen_toks": int(max_new)} if max_new else None
     backend = eval_cfg.get("backend", "hf")
     if backend == "vllm":
         try:
@@ -59,14 +78,15 @@ def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, task_dir
         tasks = sorted({b.task for b in group})
         log.info("lm-eval: %s (%d-shot) on %s", ", ".join(tasks), shots, llm_dir)
         try:
-            res = simple_evaluate(
-                model=backend, model_args=model_args, tasks=tasks, num_fewshot=shots,
-                batch_size=eval_cfg.get("batch_size", 8), limit=eval_cfg.get("limit"),
-                task_manager=manager, log_samples=True, random_seed=seed,
-                numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-                use_cache=str(cache_dir / f"lm_eval_{shots}shot"),
-                apply_chat_template=bool(eval_cfg.get("chat_template", False)),
-            )
+            with working_directory(data_root):
+                res = simple_evaluate(
+                    model=backend, model_args=model_args, tasks=tasks, num_fewshot=shots,
+                    batch_size=eval_cfg.get("batch_size", 8), limit=eval_cfg.get("limit"),
+                    task_manager=manager, log_samples=True, random_seed=seed,
+                    numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+                    use_cache=str(cache_dir / f"lm_eval_{shots}shot"), gen_kwargs=gen_kwargs,
+                    apply_chat_template=bool(eval_cfg.get("chat_template", False)),
+                )
         except EvalError:
             raise
         except Exception as err:
@@ -77,10 +97,13 @@ def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, task_dir
         _dump(res, out_dir / f"results_{shots}shot.json")
         _write_samples(samples, out_dir)
         for b in group:
-            task_samples = samples.get(b.task, [])
-            empty = 0
-            if res.get("configs", {}).get(b.task, {}).get("output_type") == "generate_until":
-                empty = check_generations("lm-eval", b.task, task_samples, [])
-            scores[b.name] = score_entry(b, res["results"].get(b.task), len(task_samples))
+            empty = n = 0
+            for leaf in leaf_tasks(res, b.task):
+                leaf_samples = samples.get(leaf, [])
+                n += len(leaf_samples)
+                if res.get("configs", {}).get(leaf, {}).get("output_type") == "generate_until":
+                    empty += check_generations("lm-eval", leaf, leaf_samples, [])
+            scores[b.name] = score_entry(b, res["results"].get(b.task), n,
+                                         res.get("versions", {}).get(b.task))
             scores[b.name]["empty"] = empty
     return scores

@@ -13,17 +13,34 @@ def strip_filter(key: str) -> str:
     return key.split(",", 1)[0]
 
 
-def score_entry(bench: Benchmark, task_results: dict | None, n: int) -> dict:
-    """{suite, tool, task, metric, value, percent, n} for one benchmark; EvalError if absent."""
+def score_entry(bench: Benchmark, task_results: dict | None, n: int,
+                version=None) -> dict:
+    """{suite, tool, task, metric, value, percent, n, task_version[, extra]} for one benchmark;
+    EvalError if the metric or one of its `extra_metrics` is absent or not a number."""
     if not task_results or bench.result_key not in task_results:
         have = sorted(k for k in (task_results or {}) if "," in k and "stderr" not in k)
         raise EvalError(f"{bench.tool} reported no {bench.result_key!r} for task {bench.task} "
                         f"(benchmark {bench.name}); it reported: {have or 'nothing'}. Fix the "
                         f"metric/filter of the benchmark in the suite file.")
-    value = task_results[bench.result_key]
+    value = _number(bench, task_results, bench.result_key)
+    entry = {"suite": bench.suite, "tool": bench.tool, "task": bench.task,
+             "metric": strip_filter(bench.result_key), "value": value,
+             "percent": value * bench.percent_scale, "n": int(n), "task_version": version}
+    extra = {}
+    for metric in bench.extra_metrics:
+        key = metric if "," in metric else f"{metric},{bench.filter}"
+        if key not in task_results:
+            raise EvalError(f"{bench.tool} reported no {key!r} for task {bench.task} (benchmark "
+                            f"{bench.name}, extra_metrics); fix the suite file")
+        extra[strip_filter(key)] = _number(bench, task_results, key)
+    if extra:
+        entry["extra"] = extra
+    return entry
+
+
+def _number(bench: Benchmark, task_results: dict, key: str) -> float:
+    value = task_results[key]
     if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-        raise EvalError(f"{bench.tool} reported {bench.result_key}={value!r} for task "
-                        f"{bench.task}: not a number")
-    return {"suite": bench.suite, "tool": bench.tool, "task": bench.task,
-            "metric": strip_filter(bench.result_key), "value": float(value),
-            "percent": float(value) * bench.percent_scale, "n": int(n)}
+        raise EvalError(f"{bench.tool} reported {key}={value!r} for task {bench.task}: "
+                        f"not a number")
+    return float(value)

@@ -26,6 +26,9 @@ class Benchmark:
     filter: str = "none"
     shots: int = 0
     percent_scale: float = 100.0
+    extra_metrics: tuple[str, ...] = ()   # more '<metric>,<filter>' keys recorded, not averaged
+    columns: tuple[str, ...] = ()         # dataset columns the task reads (mirror check)
+    extra_data: tuple[dict, ...] = ()     # datasets the task's own code loads (mirror check)
 
     @property
     def result_key(self) -> str:
@@ -49,15 +52,48 @@ def load_benchmarks(eval_cfg) -> list[Benchmark]:
             raise ConfigError(f"{where}: tool={spec['tool']!r}; choose one of {', '.join(TOOLS)}")
         if spec["suite"] not in SUITES:
             raise ConfigError(f"{where}: suite={spec['suite']!r}; choose language or vision")
-        known = {"suite", "tool", "task", "metric", "filter", "shots", "percent_scale"}
+        known = {"suite", "tool", "task", "metric", "filter", "shots", "percent_scale",
+                 "extra_metrics", "columns", "extra_data"}
         extra = sorted(set(spec) - known)
         if extra:
             raise ConfigError(f"{where}: unknown key {extra[0]!r}; valid keys: {sorted(known)}")
         out.append(Benchmark(name=name, suite=spec["suite"], tool=spec["tool"],
                              task=spec["task"], metric=spec["metric"],
                              filter=spec.get("filter", "none"), shots=int(spec.get("shots", 0)),
-                             percent_scale=float(spec.get("percent_scale", 100.0))))
+                             percent_scale=float(spec.get("percent_scale", 100.0)),
+                             extra_metrics=tuple(spec.get("extra_metrics") or ()),
+                             columns=tuple(spec.get("columns") or ()),
+                             extra_data=tuple(_extra_data(where, spec.get("extra_data")))))
     return out
+
+
+def _extra_data(where: str, entries) -> list[dict]:
+    """Validated `extra_data` entries: {path, config, splits, columns}."""
+    out = []
+    for entry in entries or []:
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise ConfigError(f"{where}: each extra_data entry needs at least `path` (the "
+                              f"dataset id), got {entry!r}")
+        extra = sorted(set(entry) - {"path", "config", "splits", "columns"})
+        if extra:
+            raise ConfigError(f"{where}: extra_data key {extra[0]!r} is not valid; use path, "
+                              f"config, splits, columns")
+        out.append(entry)
+    return out
+
+
+def data_root(eval_cfg) -> Path | None:
+    """The suite's local dataset mirror (`eval.data_root`) as an absolute path, or None."""
+    root = eval_cfg.get("data_root")
+    if root in (None, ""):
+        return None
+    path = Path(str(root)).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError(f"eval.data_root={root}: no such directory. Write a mirror with "
+                          f"`python -m harness.prefetch eval={eval_cfg.name} --mirror {root}` "
+                          f"(real data, needs internet) or `python -m harness.rehearsal --out "
+                          f"{root}` (the rehearsal's mini datasets)")
+    return path
 
 
 def task_paths(eval_cfg) -> list[Path]:
