@@ -9,8 +9,11 @@ STAMP := $(VENV)/.installed
 LOCK_VENV ?= build/lock-venv
 EXP ?= neuron_fusion
 ARGS ?=
+# The rehearsal's mini datasets and results (kept apart from real results).
+REHEARSAL_DATA ?= .cache/harness/rehearsal
+REHEARSAL_RESULTS ?= results/rehearsal
 
-.PHONY: install lock demo test tables slurm bench
+.PHONY: install lock demo test tables slurm bench rehearsal
 
 # The venv holds exactly what requirements.lock pins (the tested environment). A venv from an
 # older lock, or one where a package was changed by hand, is re-installed; what still differs
@@ -55,3 +58,12 @@ slurm: install
 
 bench: install
 	$(PY) -m harness.bench $(ARGS)
+
+# The paper's experiment on the twin pairs with mini copies of the 13 datasets, offline, on CPU:
+# every method x every twin, then one main table per twin (see README).
+rehearsal: install
+	$(PY) -m harness.rehearsal --out $(REHEARSAL_DATA)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HARNESS_RESULTS=$(REHEARSAL_RESULTS) \
+		$(PY) -m harness +experiment=rehearsal eval.data_root=$(abspath $(REHEARSAL_DATA)) $(ARGS)
+	$(PY) -m harness.tables --results $(REHEARSAL_RESULTS)
+	@echo "rehearsal records: $(REHEARSAL_RESULTS)/runs  tables: $(REHEARSAL_RESULTS)/tables"
