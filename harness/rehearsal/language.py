@@ -2,8 +2,12 @@
 with templated arithmetic rows whose answers are right. Every builder takes a seed and returns
 {config_name: {split: Dataset}} for hub.write_repo.
 
-Few-shot splits hold exactly the paper's shot count (the sampler needs at least that many rows);
-evaluation splits are small because rehearsals run with a `limit`.
+Few-shot splits hold the fewest rows the paper's shot count needs, and evaluation splits are
+small because rehearsals run with a `limit`. lm-eval 0.4.13's default sampler draws shots + 1
+rows (to drop the evaluated doc) whenever the few-shot split equals `test_split`, which includes
+tasks that set neither (hellaswag, winogrande, triviaqa, nq_open: None == None); those few-shot
+splits therefore hold shots + 1 rows. MMLU's `first_n` sampler and tasks with a distinct few-shot
+split (arc_challenge, gsm8k) need exactly `shots`.
 """
 
 from __future__ import annotations
@@ -37,11 +41,11 @@ MMLU_SUBJECTS = (
 EVAL_ROWS = 10  # rows of each evaluation split (MMLU: per subject, see MMLU_TEST_ROWS)
 MMLU_TEST_ROWS = 4
 MMLU_DEV_ROWS = 5  # = the paper's 5 shots, drawn first_n from `dev`
-GSM8K_TRAIN_ROWS = 5
-ARC_TRAIN_ROWS = 25
-HELLASWAG_TRAIN_ROWS = 10
-WINOGRANDE_TRAIN_ROWS = 5
-QA_TRAIN_ROWS = 8  # triviaqa / nq_open: room for a few-shot generation suite
+GSM8K_TRAIN_ROWS = 5  # 5 shots
+ARC_TRAIN_ROWS = 25  # 25 shots
+HELLASWAG_TRAIN_ROWS = 11  # 10 shots + 1
+WINOGRANDE_TRAIN_ROWS = 6  # 5 shots + 1
+QA_TRAIN_ROWS = 9  # triviaqa / nq_open: up to 8 shots + 1, for a few-shot generation suite
 
 _NAMES = ("Ava", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun")
 _ITEMS = ("apples", "pencils", "stamps", "marbles", "books", "shells", "coins", "cards")
