@@ -8,8 +8,8 @@ place of the Hub (datasets 5 checks for a local folder of that name first).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from harness.rehearsal import language, visual
 from harness.rehearsal.hub import Configs, write_repo

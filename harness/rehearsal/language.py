@@ -74,29 +74,32 @@ def _options(rng: random.Random, right: int, n: int = 4) -> tuple[list[str], int
     return [str(o) for o in opts], gold
 
 
+_MMLU_FEATURES = Features({"question": S, "subject": S, "choices": List(S),
+                           "answer": ClassLabel(names=["A", "B", "C", "D"])})
+
+
+def _mmlu_rows(rng: random.Random, subject: str, n: int) -> Dataset:
+    topic = subject.replace("_", " ")
+    recs = []
+    for _ in range(n):
+        q, _, _, right = _sum_question(rng)
+        choices, gold = _options(rng, right)
+        recs.append({"question": f"In {topic}, a count is needed. {q}", "subject": subject,
+                     "choices": choices, "answer": gold})
+    return Dataset.from_list(recs, features=_MMLU_FEATURES)
+
+
 def mmlu(seed: int = 0) -> Configs:
     """cais/mmlu: 57 subject configs, each with test / validation / dev.
 
     Columns: question str, subject str, choices list[str] (4), answer ClassLabel(A, B, C, D).
     """
-    features = Features({"question": S, "subject": S, "choices": List(S),
-                         "answer": ClassLabel(names=["A", "B", "C", "D"])})
     out: Configs = {}
     for k, subject in enumerate(MMLU_SUBJECTS):
         rng = random.Random(seed * 1000 + k)
-        topic = subject.replace("_", " ")
-
-        def rows(n: int) -> Dataset:
-            recs = []
-            for _ in range(n):
-                q, _, _, right = _sum_question(rng)
-                choices, gold = _options(rng, right)
-                recs.append({"question": f"In {topic}, a count is needed. {q}",
-                             "subject": subject, "choices": choices, "answer": gold})
-            return Dataset.from_list(recs, features=features)
-
-        out[subject] = {"test": rows(MMLU_TEST_ROWS), "validation": rows(2),
-                        "dev": rows(MMLU_DEV_ROWS)}
+        out[subject] = {"test": _mmlu_rows(rng, subject, MMLU_TEST_ROWS),
+                        "validation": _mmlu_rows(rng, subject, 2),
+                        "dev": _mmlu_rows(rng, subject, MMLU_DEV_ROWS)}
     return out
 
 
@@ -123,31 +126,33 @@ def gsm8k(seed: int = 0) -> Configs:
     return {"main": {"train": rows(GSM8K_TRAIN_ROWS), "test": rows(EVAL_ROWS)}}
 
 
+_ARC_FEATURES = Features({"id": S, "question": S,
+                          "choices": {"text": List(S), "label": List(S)}, "answerKey": S})
+
+
+def _arc_rows(rng: random.Random, config: str, split: str, n: int) -> Dataset:
+    recs = []
+    for i in range(n):
+        q, _, _, right = _sum_question(rng)
+        texts, gold = _options(rng, right)
+        labels = list("1234") if i % 7 == 3 else list("ABCD")
+        recs.append({"id": f"Rehearsal_{config}_{split}_{i}", "question": q,
+                     "choices": {"text": texts, "label": labels}, "answerKey": labels[gold]})
+    return Dataset.from_list(recs, features=_ARC_FEATURES)
+
+
 def ai2_arc(seed: int = 0) -> Configs:
     """allenai/ai2_arc `ARC-Challenge` and `ARC-Easy`: train / validation / test.
 
     Columns: id str, question str, choices {text: list[str], label: list[str]}, answerKey str (one
     of choices.label). A few rows use the numeric labels "1".."4" that upstream also has.
     """
-    features = Features({"id": S, "question": S,
-                         "choices": {"text": List(S), "label": List(S)}, "answerKey": S})
     out: Configs = {}
     for c, config in enumerate(("ARC-Challenge", "ARC-Easy")):
         rng = random.Random(seed * 10 + c)
-
-        def rows(split: str, n: int) -> Dataset:
-            recs = []
-            for i in range(n):
-                q, _, _, right = _sum_question(rng)
-                texts, gold = _options(rng, right)
-                labels = list("1234") if i % 7 == 3 else list("ABCD")
-                recs.append({"id": f"Rehearsal_{config}_{split}_{i}", "question": q,
-                             "choices": {"text": texts, "label": labels},
-                             "answerKey": labels[gold]})
-            return Dataset.from_list(recs, features=features)
-
-        out[config] = {"train": rows("train", ARC_TRAIN_ROWS),
-                       "validation": rows("validation", 4), "test": rows("test", EVAL_ROWS)}
+        out[config] = {"train": _arc_rows(rng, config, "train", ARC_TRAIN_ROWS),
+                       "validation": _arc_rows(rng, config, "validation", 4),
+                       "test": _arc_rows(rng, config, "test", EVAL_ROWS)}
     return out
 
 
@@ -252,8 +257,9 @@ def trivia_qa(seed: int = 0) -> Configs:
                    "matched_wiki_entity_name": S, "normalized_matched_wiki_entity_name": S,
                    "normalized_value": S, "type": S, "value": S},
     })
-    words = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-             "fourteen fifteen sixteen seventeen eighteen").split()
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+             "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
+             "seventeen", "eighteen"]
 
     def rows(split: str, n: int) -> Dataset:
         recs = []
