@@ -2,10 +2,12 @@
 JSON object. Run as a subprocess by tests/test_rehearsal_data.py so that the working directory
 (the mirror root), the offline flags and the fresh caches hold from the first import on:
 
-    python tests/rehearsal_check.py lm-eval   TASK=SHOTS,...  # model "dummy", limit 2
-    python tests/rehearsal_check.py lmms-eval TASK,...        # first doc's inputs as llava_hf
-                                                              # sees them, then a full run with
-                                                              # a chat model that answers right
+    python tests/rehearsal_check.py lm-eval   TASK=SHOTS,... [SCRATCH]  # model "dummy", limit 2
+    python tests/rehearsal_check.py lmms-eval TASK,... [SCRATCH]  # first doc's inputs as llava_hf
+                                                                  # sees them, then a full run with
+                                                                  # a chat model that answers right
+
+SCRATCH (default: a new temporary folder) receives the caches and lmms-eval's submission files.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def lmms_eval_run(built: dict, scratch: str) -> dict:
 def main() -> None:
     """Set the offline environment, then run the requested check on the working directory."""
     kind, names = sys.argv[1], sys.argv[2].split(",")
-    scratch = tempfile.mkdtemp(prefix="rehearsal_check_")
+    scratch = sys.argv[3] if len(sys.argv) > 3 else tempfile.mkdtemp(prefix="rehearsal_check_")
     os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=f"{scratch}/hf",
                       HF_DATASETS_CACHE=f"{scratch}/datasets",
                       LMMS_EVAL_DATASETS_CACHE=f"{scratch}/lmms")

@@ -51,8 +51,8 @@ def _features(repo: Path, config: str, split: str) -> Features:
     return Features.from_arrow_schema(pq.read_schema(repo / _card(repo)[config][split]))
 
 
-def _check(kind: str, names: list[str], cwd: Path) -> dict:
-    proc = subprocess.run([sys.executable, str(CHECK), kind, ",".join(names)], cwd=cwd,
+def _check(kind: str, names: list[str], cwd: Path, scratch: Path) -> dict:
+    proc = subprocess.run([sys.executable, str(CHECK), kind, ",".join(names), str(scratch)], cwd=cwd,
                           capture_output=True, text=True, timeout=900, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
@@ -167,17 +167,18 @@ def test_row_rules_the_task_code_relies_on(mirror):
                for r in rows("allenai/winogrande", "winogrande_xl", "validation"))
 
 
-def test_lm_eval_fewshot_tasks_run_offline(mirror):
+def test_lm_eval_fewshot_tasks_run_offline(mirror, tmp_path):
     """The tasks whose few-shot pools are tightest, at the paper's shot counts."""
     names = ["arc_challenge", "hellaswag", "winogrande"]
-    result = _check("lm-eval", [f"{t}={LANGUAGE_SHOTS[t]}" for t in names], mirror)
+    result = _check("lm-eval", [f"{t}={LANGUAGE_SHOTS[t]}" for t in names], mirror, tmp_path)
     assert "acc_norm,none" in result["arc_challenge"] and "acc_norm,none" in result["hellaswag"]
     assert "acc,none" in result["winogrande"]
 
 
 @pytest.mark.slow
-def test_lm_eval_all_language_tasks_offline(mirror):
-    result = _check("lm-eval", [f"{t}={s}" for t, s in LANGUAGE_SHOTS.items()], mirror)
+def test_lm_eval_all_language_tasks_offline(mirror, tmp_path):
+    result = _check("lm-eval", [f"{t}={s}" for t, s in LANGUAGE_SHOTS.items()], mirror,
+                    tmp_path)
     assert "acc,none" in result["mmlu"]
     assert "exact_match,strict-match" in result["gsm8k"]
     assert "acc,none" in result["truthfulqa_mc2"]
@@ -185,12 +186,12 @@ def test_lm_eval_all_language_tasks_offline(mirror):
     assert "exact_match,remove_whitespace" in result["nq_open"]
 
 
-def test_lmms_eval_tasks_run_offline_with_images_and_oracle_scores(mirror):
+def test_lmms_eval_tasks_run_offline_with_images_and_oracle_scores(mirror, tmp_path):
     """The 7 visual tasks as chat tasks for llava_hf: every first doc yields one picture through
     doc_to_visual and doc_to_messages (GQA's through its hidden second load_dataset, SEED-Bench's
     from a list), and a model answering every doc right gets full marks, so answers, MME pairs
     and metric keys agree with the task code."""
-    checked = _check("lmms-eval", VISUAL_TASKS, mirror)
+    checked = _check("lmms-eval", VISUAL_TASKS, mirror, tmp_path)
     for task, doc in checked["docs"].items():
         assert doc["visuals"] == ["Image"] and doc["message_images"] == ["Image"], (task, doc)
     result = checked["metrics"]
