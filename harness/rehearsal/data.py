@@ -66,7 +66,8 @@ def select(only: list[str] | None) -> list[str]:
     return list(dict.fromkeys(only))
 
 
-def write_mirror(out: Path, only: list[str] | None = None, seed: int = SEED) -> dict[str, list[str]]:
+def write_mirror(out: Path, only: list[str] | None = None,
+                 seed: int = SEED) -> dict[str, list[str]]:
     """Write the rehearsal copies of the selected benchmarks' datasets under `out`.
 
     Args:

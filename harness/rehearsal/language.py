@@ -275,7 +275,8 @@ def trivia_qa(seed: int = 0) -> Configs:
                 "search_results": {"description": [], "filename": [], "rank": [], "title": [],
                                    "url": [], "search_context": []},
                 "answer": {"aliases": aliases, "normalized_aliases": [x.lower() for x in aliases],
-                           "matched_wiki_entity_name": "", "normalized_matched_wiki_entity_name": "",
+                           "matched_wiki_entity_name": "",
+                           "normalized_matched_wiki_entity_name": "",
                            "normalized_value": word, "type": "FreeForm",
                            "value": word.capitalize()},
             })
