@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,22 +201,42 @@ def check_mirror(root: Path, needs: list[DataNeed], suite: str) -> None:
                                 f"{repo / patterns[0]} lacks (it has {', '.join(have)}). {fix}")
 
 
-def write_repo(root: Path, repo_id: str, configs: dict[str, dict]) -> Path:
-    """Write one dataset in the hub layout: `root/<repo_id>/data/<config>-<split>.parquet` and a
-    README.md whose front matter declares every config and split. `configs` maps config name →
-    split name → `datasets.Dataset`. Returns the dataset folder."""
-    repo = Path(root) / repo_id
-    (repo / "data").mkdir(parents=True, exist_ok=True)
+Configs = dict[str, dict]  # config name -> split name -> datasets.Dataset
+
+
+def write_repo(root: Path, repo_id: str, configs: Configs, about: str = "") -> Path:
+    """Write one dataset in the hub layout, replacing any earlier copy:
+    `root/<org>/<name>/data/<config>-<split>.parquet` (`Dataset.to_parquet`, so the feature types
+    such as Image or ClassLabel travel in the schema) and a README.md whose front matter declares
+    every config and split (the first config is the default one), followed by `about`.
+    Returns the dataset folder."""
+    import datasets
+
+    org, sep, name = repo_id.partition("/")
+    if not (org and sep and name) or "/" in name:
+        raise ValueError(f"dataset id {repo_id!r} is not of the form '<org>/<name>'")
+    if not configs or any(not splits for splits in configs.values()):
+        raise ValueError(f"{repo_id}: every config needs at least one split: {list(configs)}")
+    repo = Path(root) / org / name
+    if repo.exists():
+        shutil.rmtree(repo)  # a stale parquet of a removed config would otherwise linger
+    (repo / "data").mkdir(parents=True)
     card = []
-    for name, splits in configs.items():
-        files = []
-        for split, dataset in splits.items():
-            rel = f"data/{name}-{split}.parquet"
-            dataset.to_parquet(str(repo / rel))
-            files.append({"split": split, "path": rel})
-        card.append({"config_name": name, "data_files": files})
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # one "Creating parquet" bar per file drowns the output
+    try:
+        for config, splits in configs.items():
+            files = []
+            for split, rows in splits.items():
+                rel = f"data/{config}-{split}.parquet"
+                rows.to_parquet(str(repo / rel))
+                files.append({"split": split, "path": rel})
+            card.append({"config_name": config, "data_files": files})
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
     front = yaml.safe_dump({"configs": card}, sort_keys=False)
-    (repo / "README.md").write_text(f"---\n{front}---\n")
+    (repo / "README.md").write_text(f"---\n{front}---\n" + (f"\n{about}\n" if about else ""))
     return repo
 
 

@@ -3,6 +3,5 @@ out as a local Hugging Face Hub mirror so the installed lm-eval / lmms-eval task
 them offline (run with the working directory at the mirror root)."""
 
 from harness.rehearsal.data import BENCHMARKS, REPOS, write_mirror
-from harness.rehearsal.hub import write_repo
 
-__all__ = ["BENCHMARKS", "REPOS", "write_mirror", "write_repo"]
+__all__ = ["BENCHMARKS", "REPOS", "write_mirror"]

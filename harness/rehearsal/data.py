@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.eval.mirror import Configs, write_repo
 from harness.rehearsal import language, visual
-from harness.rehearsal.hub import Configs, write_repo
 
 SEED = 0
+ABOUT = ("# {repo} (rehearsal copy)\n\nSynthetic rows with the upstream schema, written by "
+         "`python -m harness.rehearsal`.")
 
 # repository id -> builder(seed) -> {config: {split: Dataset}}
 REPOS: dict[str, Callable[[int], Configs]] = {
@@ -84,7 +86,7 @@ def write_mirror(out: Path, only: list[str] | None = None,
     for bench in select(only):
         for repo in BENCHMARKS[bench]:
             if repo not in written:
-                write_repo(out, repo, REPOS[repo](seed))
+                write_repo(out, repo, REPOS[repo](seed), ABOUT.format(repo=repo))
                 written.add(repo)
         manifest[bench] = list(BENCHMARKS[bench])
     return manifest

@@ -1,6 +1,6 @@
 """Rehearsal copies of the lm-eval datasets: upstream configs, splits, columns and feature types,
 with templated arithmetic rows whose answers are right. Every builder takes a seed and returns
-{config_name: {split: Dataset}} for hub.write_repo.
+{config_name: {split: Dataset}} for harness.eval.mirror.write_repo.
 
 Few-shot splits hold the fewest rows the paper's shot count needs, and evaluation splits are
 small because rehearsals run with a `limit`. lm-eval 0.4.13's default sampler draws shots + 1
@@ -16,7 +16,7 @@ import random
 
 from datasets import ClassLabel, Dataset, Features, List, Value
 
-from harness.rehearsal.hub import Configs
+from harness.eval.mirror import Configs
 
 S = Value("string")
 

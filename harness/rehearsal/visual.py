@@ -1,7 +1,7 @@
 """Rehearsal copies of the lmms-eval datasets (`lmms-lab-encoder/*` in lmms-eval 0.7.3): upstream
 configs, splits, columns and feature types, one small drawn picture per row, questions about
 that picture with right answers. Every builder takes a seed and returns
-{config_name: {split: Dataset}} for hub.write_repo.
+{config_name: {split: Dataset}} for harness.eval.mirror.write_repo.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import random
 
 from datasets import Dataset, Features, Image, List, Value
 
-from harness.rehearsal.hub import Configs
+from harness.eval.mirror import Configs
 from harness.rehearsal.images import COLOURS, SHAPES, SIZE, draw
 
 S = Value("string")
