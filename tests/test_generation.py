@@ -195,3 +195,33 @@ def test_generation_suite_task_ids_and_metrics_exist_in_lm_eval():
         text = Path(getattr(entry, "yaml_path", None) or entry["yaml_path"]).read_text()
         assert f"metric: {b.metric}" in text and "generate_until" in text, b.task
         assert b.filter in text, (b.task, b.filter)
+
+
+@pytest.mark.slow
+def test_micro_mllm_answers_with_visual_words_where_the_base_llm_does_not(micro_cache, tmp_path):
+    """Through the real lm-eval on eval=micro_generation: the MLLM's not_known +
+    context_hallucination share is far above the base LLM's, in the record and the table."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HARNESS_CACHE": str(micro_cache), "HARNESS_RESULTS": str(tmp_path),
+           "HARNESS_WANDB_MODE": "disabled"}
+    for method in ("base", "mllm"):
+        proc = subprocess.run([sys.executable, "-m", "harness", "eval=micro_generation",
+                               "eval.limit=30", f"method={method}", "merge.progress=false"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    records = {r["method"]: r for r in (json.loads(p.read_text())
+                                        for p in (tmp_path / "runs").glob("*/result.json"))}
+    bad = {m: r["generation"]["shares"]["all"]["not_known"]
+           + r["generation"]["shares"]["all"]["context_hallucination"]
+           for m, r in records.items()}
+    assert bad["mllm"] >= bad["base"] + 30, bad
+    from harness.tables import build_tables
+
+    build_tables(tmp_path, plots=False)
+    csv = pd.read_csv(tmp_path / "tables" / "generation_micro_micro_generation.csv",
+                      index_col="method")
+    assert csv.loc["MLLM", "context_hallucination"] == pytest.approx(
+        records["mllm"]["generation"]["shares"]["all"]["context_hallucination"], abs=1e-3)
