@@ -225,3 +225,17 @@ def test_micro_mllm_answers_with_visual_words_where_the_base_llm_does_not(micro_
                       index_col="method")
     assert csv.loc["MLLM", "context_hallucination"] == pytest.approx(
         records["mllm"]["generation"]["shares"]["all"]["context_hallucination"], abs=1e-3)
+
+
+def test_judge_relabels_only_wrong_answers_and_needs_a_local_directory(tiny_llama, tmp_path):
+    from harness.generation.judge import WRONG, Judge
+
+    with pytest.raises(ConfigError, match="local model directory"):
+        Judge(tmp_path / "absent")
+    answers = pd.DataFrame([
+        {"prompt": "q", "answer": "the image shows it", "reference": "a", "correct": True,
+         "category": "correct"},
+        {"prompt": "q", "answer": "", "reference": "a", "correct": False,
+         "category": "not_known"}])
+    out = Judge(tiny_llama).relabel(answers)
+    assert out.category[0] == "correct" and out.category[1] in WRONG
