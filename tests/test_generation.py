@@ -210,7 +210,8 @@ def test_micro_mllm_answers_with_visual_words_where_the_base_llm_does_not(micro_
     for method in ("base", "mllm"):
         proc = subprocess.run([sys.executable, "-m", "harness", "eval=micro_generation",
                                "eval.limit=30", f"method={method}", "merge.progress=false"],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                              check=False)
         assert proc.returncode == 0, proc.stderr[-3000:]
     records = {r["method"]: r for r in (json.loads(p.read_text())
                                         for p in (tmp_path / "runs").glob("*/result.json"))}

@@ -152,7 +152,7 @@ def record_generation(record: dict, run_dir: Path, pair: dict) -> dict:
     if not answers:
         return {}
     frame = pd.DataFrame(answers, columns=COLUMNS)
-    groups = {b: sub for b, sub in frame.groupby("benchmark", sort=False)}
+    groups = dict(iter(frame.groupby("benchmark", sort=False)))
     groups["all"] = frame
     return {"rules": rules.name, "shares": {b: shares_of(sub) for b, sub in groups.items()},
-            "n": {b: int(len(sub)) for b, sub in groups.items()}}
+            "n": {b: len(sub) for b, sub in groups.items()}}

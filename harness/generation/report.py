@@ -88,8 +88,8 @@ def write_examples(out: Path, stem: str, answers: pd.DataFrame, order: list[str]
                    labels: dict[str, str], k: int = EXAMPLES_PER_CELL) -> Path:
     """A few answers per method and category (the first k by benchmark and doc id)."""
     lines = [f"# Example answers: {stem.removeprefix('generation_')}", "",
-             "Categories and rules: docs/generation.md. Up to "
-             f"{k} answers per method and category, the first by benchmark and doc id.", ""]
+             (f"Categories and rules: docs/generation.md. Up to {k} answers per method and "
+              "category, the first by benchmark and doc id."), ""]
     for m in [m for m in order if m in set(answers.method)]:
         lines += [f"## {labels.get(m, m)}", ""]
         sub = answers[answers.method == m].sort_values(["benchmark", "doc_id", "run_id"])
