@@ -103,6 +103,19 @@ def _gen_sample(doc_id: int, prompt: str, answer: str, target: str, ok: bool,
             "resps": [[answer]], "filtered_resps": [answer], "exact_match": float(ok)}
 
 
+def test_rules_read_the_raw_answer_and_the_metric_the_filtered_one():
+    from harness.generation.collect import benchmark_answers
+
+    sample = _gen_sample(0, "Question: 2+2?", "I don't know, the image is unclear", "4", False,
+                         filter_="strict-match")
+    sample["filtered_resps"] = ["[invalid]"]
+    (row,) = benchmark_answers([sample], "exact_match", "strict-match", LLAMA)
+    assert row["category"] == "context_hallucination" and row["answer"].startswith("I don't")
+    sample.update({"resps": [["The answer is 4."]], "filtered_resps": ["4"], "exact_match": 1.0})
+    (row,) = benchmark_answers([sample], "exact_match", "strict-match", LLAMA)
+    assert row["category"] == "correct"
+
+
 def _ll_sample(doc_id: int) -> dict:
     return {"doc_id": doc_id, "target": 0, "filter": "none", "metrics": ["acc"], "acc": 1.0,
             "arguments": [["the capital of x is", " a"], ["the capital of x is", " b"]],

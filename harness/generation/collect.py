@@ -3,7 +3,7 @@
 
 Only generative language benchmarks are classified (lm-eval samples whose request carries
 generation arguments); a benchmark's rows are those of its filter. The task's own metric in the
-sample decides `correct`. A record whose run directory holds no sample log for a language
+sample decides `correct` (on the filtered answer); the rules read the model's raw response. A record whose run directory holds no sample log for a language
 benchmark is skipped and named, never counted as zero.
 """
 
@@ -80,7 +80,9 @@ def benchmark_answers(samples: list[dict], metric: str, filter_: str, rules: Rul
             raise EvalError(f"{where}: sample {s.get('doc_id')} has no metric {metric!r} "
                             f"(it has {sorted(k for k in s if k in s.get('metrics', []))}); "
                             f"check the benchmark's metric in the suite file")
-        answer = _text(s.get("filtered_resps", s.get("resps")))
+        # the model's own text: a filter may have reduced it (gsm8k strict-match keeps only
+        # the extracted number), which would hide a declining or context phrase
+        answer = _text(s.get("resps", s.get("filtered_resps")))
         reference = _text(s.get("target"))
         correct = bool(float(s[metric]) > 0)
         rows.append({"doc_id": s.get("doc_id"), "prompt": _prompt(s), "answer": answer,
