@@ -145,6 +145,5 @@ def generation_plot(mean: pd.DataFrame, labels: list[str], stem: Path) -> list[P
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("answers (%)")
-    ax.legend(ncol=4, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25 - 0.6 /
-                                                                        max(len(mean), 1)))
+    ax.legend(ncol=4, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return _save(fig, stem)
