@@ -85,12 +85,26 @@ def run(cfg: DictConfig) -> dict:
                       mllm_dir=mllm_dir if mllm_dir.is_dir() else None,
                       run_dir=run_dir, seed=int(cfg.seed))
     record = build_record(cfg, ident, scores, report, merge_dir)
+    record["generation"] = generation_summary(cfg, record, run_dir)
 
     from harness.tracking import log_record
     log_record(cfg, record, run_dir)  # never raises: a W&B failure is a warning
     path = records.write_record(run_dir, record)
     log.info("result written to %s", path)
     return record
+
+
+def generation_summary(cfg: DictConfig, record: dict, run_dir: Path) -> dict:
+    """The run's generation-analysis shares (harness.generation; {} without generative
+    benchmarks). A failure here is a warning: the scores are already computed."""
+    from harness.generation.collect import record_generation
+
+    try:
+        return record_generation(record, run_dir, OmegaConf.to_container(cfg.pair, resolve=True))
+    except Exception as err:
+        log.warning("generation analysis of %s failed (%s: %s); the record has no shares",
+                    run_dir, type(err).__name__, err)
+        return {}
 
 
 def build_record(cfg: DictConfig, ident: dict, scores: dict, report: dict,

@@ -14,6 +14,8 @@ import pandas as pd  # noqa: E402
 def _averages(agg: pd.DataFrame) -> pd.DataFrame:
     wide = agg[agg.column.isin(["language", "vision"])].pivot_table(
         index=["method", "config"], columns="column", values="mean")
+    # a suite without visual (or language) benchmarks has no such column: no points
+    wide = wide.reindex(columns=["language", "vision"])
     return wide.dropna().reset_index()
 
 
@@ -126,4 +128,22 @@ def sweep_plot(sub: pd.DataFrame, stem: Path, label: str) -> list[Path]:
     ax.set_title(f"{label}: sweep")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(fig, stem)
+
+
+GENERATION_COLOURS = {"correct": "#4c9a2a", "not_known": "#9e9e9e",
+                      "context_hallucination": "#d9822b", "other_error": "#b03a2e"}
+
+
+def generation_plot(mean: pd.DataFrame, labels: list[str], stem: Path) -> list[Path]:
+    """Stacked horizontal bars: the category shares (percent) of each method's answers."""
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(mean) + 1.2))
+    left = pd.Series(0.0, index=mean.index)
+    for cat in mean.columns:
+        ax.barh(labels, mean[cat], left=left, color=GENERATION_COLOURS.get(cat), label=cat)
+        left += mean[cat]
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("answers (%)")
+    ax.legend(ncol=4, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return _save(fig, stem)

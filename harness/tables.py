@@ -7,6 +7,10 @@ writes to `<results>/tables/`:
   the best merge per column in bold. Several seeds of one configuration → mean ± std.
 - `sweep_<pair>_<suite>_<method>.{md,csv}`: every configuration of a method that was run.
 - `tradeoff_<pair>_<suite>.{png,pdf}` and `sweep_<pair>_<suite>_<method>.{png,pdf}` (harness.plots).
+- `generation_<pair>_<suite>.{md,tex,csv,png,pdf}`, `..._by_benchmark.csv`, `..._examples.md`: the
+  category shares of the answers of the suite's generative language benchmarks, read from the
+  runs' sample logs (harness.generation, docs/generation.md), for the main table's rows; runs
+  without sample logs are skipped and named.
 A missing benchmark is a gap, never a zero; incomplete or unreadable records are skipped and named.
 The chosen configuration of a method is picked by the rule in conf/tables/default.yaml (or
 `--select`): `defaults`, `best_overall`, or `validation` (the configuration with the best overall
@@ -292,9 +296,41 @@ def versions_note(part: pd.DataFrame) -> list[str]:
             + "; ".join(f"{n} with {v}" for v, n in counts.items())]
 
 
-def build_tables(results: Path, plots: bool = True, select: str | None = None) -> list[Path]:
+def generation_outputs(out: Path, runs_dir: Path, records: list[dict], part: pd.DataFrame,
+                       pair: str, suite: str, chosen: dict[str, str], plots: bool,
+                       judge: str | None = None) -> list[Path]:
+    """The generation analysis of one (pair, suite) (harness.generation.report), for the runs
+    at the main table's chosen configurations. Runs without sample logs are named."""
+    from harness.generation.collect import answers_frame
+    from harness.generation.report import generation_tables
+    from harness.generation.rules import rules_for
+
+    run_configs = dict(zip(part.run_id, part.config))
+    mine = [r for r in records if r.get("run_id") in run_configs
+            and chosen.get(r["method"]) == run_configs[r["run_id"]]]
+    answers, skipped = answers_frame(mine, runs_dir,
+                                     lambda r: rules_for((r.get("config") or {}).get("pair")
+                                                         or {"source": None, "family": None,
+                                                             "name": r["pair"]}))
+    notes = []
+    if skipped:
+        print(f"generation {pair}/{suite}: {len(skipped)} run(s) without sample logs skipped: "
+              + ", ".join(skipped))
+        notes.append("Skipped for lack of per-sample logs (not counted): " + ", ".join(skipped))
+    if judge:
+        from harness.generation.judge import Judge
+
+        answers = Judge(judge).relabel(answers)
+        notes.append(f"Categories of the answers the metric marks wrong by the judge {judge}.")
+    return generation_tables(out, pair, suite, answers, chosen, run_configs,
+                             [m for m, _ in ROWS], LABELS, notes, plots=plots)
+
+
+def build_tables(results: Path, plots: bool = True, select: str | None = None,
+                 judge: str | None = None) -> list[Path]:
     """Write every table (and plot) for the records under `results`; return the files.
-    `select` overrides the selection rule of conf/tables/default.yaml."""
+    `select` overrides the selection rule of conf/tables/default.yaml; `judge` (a local model
+    path) replaces the generation rules (default: conf/tables/default.yaml, off)."""
     records, skipped = load_records(Path(results) / "runs")
     for path, why in skipped:
         print(f"skipped {path}: {why}")
@@ -307,6 +343,7 @@ def build_tables(results: Path, plots: bool = True, select: str | None = None) -
         print(f"no complete records under {Path(results) / 'runs'}; nothing to tabulate")
         return []
     select = select or load_rule().get("select", "best_overall")
+    judge = judge or load_rule().get("generation_judge")
     written = []
     for (pair, suite), part in sorted(frame.groupby(["pair", "suite"])):
         benches = benchmark_order(part)
@@ -320,6 +357,8 @@ def build_tables(results: Path, plots: bool = True, select: str | None = None) -
             from harness.plots import tradeoff_plot
 
             written += tradeoff_plot(agg, chosen, out / f"tradeoff_{pair}_{suite}")
+        written += generation_outputs(out, Path(results) / "runs", records, part, pair, suite,
+                                      chosen, plots, judge)
         for method, sub in agg.groupby("method"):
             if sub.config.nunique() > 1:
                 s_stem = f"sweep_{pair}_{suite}_{method}"
@@ -340,8 +379,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--select", choices=RULES,
                         help="selection rule (default: conf/tables/default.yaml)")
+    parser.add_argument("--judge", metavar="MODEL_DIR",
+                        help="a local causal LM that classifies the wrong answers of the "
+                             "generation analysis instead of the rules (docs/generation.md)")
     args = parser.parse_args(argv)
-    files = build_tables(args.results, plots=not args.no_plots, select=args.select)
+    files = build_tables(args.results, plots=not args.no_plots, select=args.select,
+                         judge=args.judge)
     for f in files:
         print(f"wrote {f}")
 

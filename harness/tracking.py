@@ -1,7 +1,8 @@
 """W&B mirror of the run records: one W&B run per harness run, never fatal.
 
 Metric names are `<suite>/<benchmark>/<metric>` (percent) and `<suite>/<benchmark>/<metric>_native`
-(the tool's own unit); averages as `avg/<language|vision|all>`; merge statistics as `merge/*`.
+(the tool's own unit); averages as `avg/<language|vision|all>`; merge statistics as `merge/*`;
+the generation analysis's shares as `generation/<benchmark|all>/<category>` (percent).
 Mode: `tracking.wandb.mode` = offline | online | disabled | auto (online when WANDB_API_KEY is
 set, else offline). Offline runs land under `<tracking.wandb.dir>/wandb/`; `wandb sync` uploads.
 """
@@ -39,6 +40,9 @@ def record_metrics(record: dict) -> dict:
     for name, value in (record.get("averages") or {}).items():
         if value is not None:
             metrics[f"avg/{name}"] = value
+    for bench, shares in ((record.get("generation") or {}).get("shares") or {}).items():
+        for category, value in shares.items():
+            metrics[f"generation/{bench}/{category}"] = value
     merge = record.get("merge") or {}
     for key in ("seconds", "peak_rss_mb"):
         if merge.get(key) is not None:

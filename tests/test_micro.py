@@ -32,7 +32,7 @@ def test_world_is_deterministic_and_splits_are_disjoint():
 
 def test_committed_benchmark_files_match_the_generator():
     files = render_files()
-    assert len(files) == 20  # test and validation docs of 10 benchmarks
+    assert len(files) == 22  # test and validation docs of 10 benchmarks and the facts probe
     for path, text in files.items():
         assert path.read_text() == text, f"{path} is stale: python -m harness.micro --write-benchmarks"
 

@@ -4,6 +4,13 @@ to the task YAMLs in harness/micro/tasks/ (committed; `python -m harness.micro
 
 Test docs are `micro_<skill>.jsonl`, validation docs `micro_<skill>_val.jsonl` (for choosing
 hyperparameters: drawn after the default build's training data, disjoint from it and from test).
+
+The generative facts probe (tasks/generation, suites micro_generation and micro_generation_val)
+reads the model's own completion of a fact instead of ranking choices. As in micro_facts, its test
+docs give every fact in the trained statement form to complete ("the capital of <country> is"),
+its validation docs ask it as a question, a wording no training data uses ("question : what is
+the capital of <country> ? answer :"). It lives in its own folder
+so that the micro suites' task files, and with them their run ids, stay as they are.
 """
 
 from __future__ import annotations
@@ -58,6 +65,18 @@ def language_docs() -> dict[str, list[dict]]:
     return docs
 
 
+def generation_docs() -> dict[str, list[dict]]:
+    """Docs of the generative facts probe, test (statement form) and validation (question
+    form): {"prompt", "answer", "relation"} per fact of the world."""
+    world = W.make_world()
+    test, val = [], []
+    for rel, subj, obj in world.facts():
+        test.append({"prompt": W.fact_statement(rel, subj, obj)[0], "answer": obj,
+                     "relation": rel})
+        val.append({"prompt": W.fact_question(rel, subj), "answer": obj, "relation": rel})
+    return {"micro_facts_gen": test, "micro_facts_gen_val": val}
+
+
 def visual_docs() -> dict[str, list[dict]]:
     """Benchmark docs of the visual skills, test and validation (scenes as strings; images
     drawn at eval time)."""
@@ -74,7 +93,8 @@ def visual_docs() -> dict[str, list[dict]]:
 def render_files() -> dict[Path, str]:
     """Path → JSONL text of every benchmark file."""
     out = {}
-    for sub, docs in (("language", language_docs()), ("vision", visual_docs())):
+    for sub, docs in (("language", language_docs()), ("vision", visual_docs()),
+                      ("generation", generation_docs())):
         for name, rows in docs.items():
             out[TASKS_DIR / sub / f"{name}.jsonl"] = "".join(json.dumps(r) + "\n" for r in rows)
     return out
