@@ -84,6 +84,26 @@ def test_twin_runs_all_13_benchmarks_and_the_table_has_13_columns(tmp_path, rehe
 
 
 @pytest.mark.slow
+def test_twin_generation_suite_is_classified_into_a_table(tmp_path, rehearsal_data, cache):
+    """The generation suite (triviaqa, nq_open, gsm8k: real lm-eval tasks on the mirror) on a
+    twin; its answers land in the generation table (random weights: only the plumbing)."""
+    results = tmp_path / "results"
+    for method in ("base", "mllm"):
+        proc = _harness(results, cache, rehearsal_data, f"method={method}", "eval=generation")
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    tables = _run([sys.executable, "-m", "harness.tables", "--results", str(results),
+                   "--no-plots"], {}, 300)
+    assert tables.returncode == 0, tables.stderr[-2000:]
+    import pandas as pd
+
+    shares = pd.read_csv(results / "tables" / f"generation_{TWIN}_generation.csv")
+    assert list(shares.columns[:5]) == ["method", "correct", "not_known",
+                                        "context_hallucination", "other_error"]
+    assert len(shares) == 2
+    assert (shares.iloc[:, 1:5].sum(axis=1).round(6) == 100).all()
+
+
+@pytest.mark.slow
 def test_a_missing_column_fails_before_scores_and_writes_no_record(tmp_path, rehearsal_data,
                                                                     cache):
     import pyarrow.parquet as pq
