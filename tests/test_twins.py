@@ -196,6 +196,11 @@ def test_merge_maps_every_language_model_tensor(twins, name, tmp_path):
     _, info = getattr(transformers, mllm_cls).from_pretrained(tmp_path / "merge" / "mllm",
                                                               output_loading_info=True)
     assert not any(info.values()), info
+    # out/llm's tokenizer keeps a text chat template (the processor's stays in chat_template.json)
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "merge" / "llm")
+    text = tok.apply_chat_template([{"role": "user", "content": "Hello"}], tokenize=False,
+                                   add_generation_prompt=True)
+    assert "Hello" in text and "<image>" not in text
 
 
 def test_pair_identity_follows_the_twin_build_and_library_releases(monkeypatch):
@@ -207,3 +212,27 @@ def test_pair_identity_follows_the_twin_build_and_library_releases(monkeypatch):
     before = records.pair_identity(cfg)["build_key"]
     monkeypatch.setattr(transformers, "__version__", "0.0.1")
     assert records.pair_identity(cfg)["build_key"] != before
+
+
+@pytest.mark.slow
+def test_merged_twin_runs_through_both_evaluators(twins, tmp_path):
+    """lm-eval (hf: a loglikelihood and a generation task) on out/llm and lmms-eval (llava_hf,
+    anyres) on out/mllm of a merged Mistral LLaVA-NeXT twin, two docs each."""
+    from pathlib import Path
+
+    from harness.eval import evaluate
+    from harness.merge import merge_checkpoints
+
+    pair = twins["twin_llava_next_mistral_7b"]
+    out = tmp_path / "merge"
+    merge_checkpoints(base=pair.base, mllm=pair.mllm, method="ties", out=out, device="cpu",
+                      progress=False)
+    eval_cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/eval/micro.yaml")
+    eval_cfg.limit = 2
+    eval_cfg.benchmarks = {k: eval_cfg.benchmarks[k] for k in ("facts", "arith", "color")}
+    scores = evaluate(eval_cfg, llm_dir=out / "llm", mllm_dir=out / "mllm",
+                      run_dir=tmp_path / "run")
+    assert set(scores) == {"facts", "arith", "color"}
+    samples = (tmp_path / "run" / "lmms_eval" / "samples_micro_color.jsonl").read_text()
+    answers = [json.loads(line)["resps"][0][0] for line in samples.splitlines()]
+    assert len(answers) == 2 and all(a.strip() for a in answers), answers

@@ -17,16 +17,19 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 KEYS = ("kind", "version", "seed", "perturb", "text", "vision")
+# Bump when the builder writes other files or weights for the same build block: cached twins
+# (and the merges and runs named after them) are then rebuilt, not reused.
+BUILDER_REVISION = 1
 
 
 def build_key(spec: dict) -> str:
-    """Cache key of a twin build: its spec and the torch / transformers / tokenizers releases
-    (they decide the random weights and the files written)."""
+    """Cache key of a twin build: its spec, the builder revision and the torch / transformers /
+    tokenizers releases (they decide the random weights and the files written)."""
     import tokenizers
     import torch
     import transformers
 
-    ident = {"build": spec, "torch": torch.__version__, "transformers": transformers.__version__,
+    ident = {"build": spec, "builder": BUILDER_REVISION, "torch": torch.__version__, "transformers": transformers.__version__,
              "tokenizers": tokenizers.__version__}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -66,7 +66,7 @@ def build_base(out: Path, kind: TwinKind, spec: dict):
     torch.manual_seed(int(spec["seed"]))
     model = AutoModelForCausalLM.from_config(cfg).to(getattr(torch, kind.dtypes[0]))
     model.save_pretrained(out, max_shard_size="10GB")
-    tok.save_pretrained(out)
+    tok.save_pretrained(out, save_jinja_files=False)  # template in tokenizer_config.json
     # written as plain JSON: the real files hold sampling fields without do_sample (Vicuna)
     (out / "generation_config.json").write_text(json.dumps(_ids(tok, kind.base_generation),
                                                            indent=2))
@@ -162,10 +162,28 @@ def build_mllm(out: Path, kind: TwinKind, spec: dict, base, base_dir: Path) -> N
     model = model.to(getattr(torch, kind.dtypes[1]))
     model.save_pretrained(out, max_shard_size="10GB")
     _processor(kind, tok, spec["vision"]).save_pretrained(out)
+    _hub_template_files(out, tok)
     (out / "generation_config.json").write_text(json.dumps(_ids(tok, kind.mllm_generation),
                                                            indent=2))
     set_layout(out, "old")
     _nest_vision_model(out / "model.safetensors")
+
+
+def _hub_template_files(out: Path, tok) -> None:
+    """The hub repos' template files: the processor's in the legacy chat_template.json, the
+    tokenizer's own (the base LLM's text template) in tokenizer_config.json."""
+    jinja = out / "chat_template.jinja"
+    template = jinja.read_text()
+    jinja.unlink()
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": template}, indent=2))
+    tok.save_pretrained(out, save_jinja_files=False)
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("is_local", "local_files_only"):  # loading arguments, not tokenizer settings
+        cfg.pop(key, None)
+    cfg["processor_class"] = "LlavaNextProcessor" if "llava_next" in str(
+        json.loads((out / "config.json").read_text())["model_type"]) else "LlavaProcessor"
+    cfg_path.write_text(json.dumps(cfg, indent=2))
 
 
 def _nest_vision_model(path: Path) -> None:
