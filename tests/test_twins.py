@@ -146,10 +146,9 @@ def test_family_config_and_special_tokens(twins, name):
 def test_processor_expands_image_to_model_features(twins, name):
     """The anyres check: for non-square images the processor writes exactly as many image
     tokens as the model produces image features (and square ones too)."""
+    import transformers
     from PIL import Image
     from transformers import AutoProcessor
-
-    import transformers
 
     pair = twins[name]
     model = getattr(transformers, PAIRS[name][1]).from_pretrained(pair.mllm,
@@ -181,6 +180,7 @@ def test_processor_expands_image_to_model_features(twins, name):
 @pytest.mark.parametrize("name", PAIRS)
 def test_merge_maps_every_language_model_tensor(twins, name, tmp_path):
     import transformers
+
     from harness.merge import merge_checkpoints
 
     pair = twins[name]
@@ -190,8 +190,8 @@ def test_merge_maps_every_language_model_tensor(twins, name, tmp_path):
     counts = report["counts"]
     assert counts["unmatched"] == 0 and counts["matched"] == 2 * 9 + 3, counts
     base_cls, mllm_cls = PAIRS[name]
-    llm, info = getattr(transformers, base_cls).from_pretrained(tmp_path / "merge" / "llm",
-                                                                output_loading_info=True)
+    _, info = getattr(transformers, base_cls).from_pretrained(tmp_path / "merge" / "llm",
+                                                              output_loading_info=True)
     assert not any(info.values()), info
     _, info = getattr(transformers, mllm_cls).from_pretrained(tmp_path / "merge" / "mllm",
                                                               output_loading_info=True)

@@ -12,7 +12,13 @@ from pathlib import Path
 import torch
 
 from harness.models.tiny import _perturb_, set_layout
-from harness.models.twins.kinds import ANYRES_GRID, CLIP_MEAN, CLIP_STD, TwinKind, get_kind
+from harness.models.twins.kinds import (
+    ANYRES_GRID,
+    CLIP_MEAN,
+    CLIP_STD,
+    TwinKind,
+    get_kind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +102,12 @@ def _vision_config(vision: dict):
 
 
 def _processor(kind: TwinKind, tok, vision: dict):
-    from transformers import (CLIPImageProcessor, LlavaNextImageProcessor, LlavaNextProcessor,
-                              LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessor,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+        LlavaProcessor,
+    )
 
     side = int(vision["image_size"])
     common = dict(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
@@ -124,8 +134,12 @@ def pinpoints(side: int) -> list[list[int]]:
 def build_mllm(out: Path, kind: TwinKind, spec: dict, base, base_dir: Path) -> None:
     """Write the MLLM twin: base LM + noise, extra vocab rows, CLIP tower, projector, processor,
     in the real hub key layout (`language_model.model.*`, `vision_tower.*`, ...)."""
-    from transformers import (LlavaConfig, LlavaForConditionalGeneration, LlavaNextConfig,
-                              LlavaNextForConditionalGeneration)
+    from transformers import (
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+    )
 
     tok = _mllm_tokenizer(base_dir)
     base_vocab = base.config.vocab_size

@@ -76,8 +76,16 @@ def byte_level_llama3(vocab: int, seed: int = 0):
     """A Llama-3-style byte-level BPE tokenizer (PreTrainedTokenizerFast) of `vocab` regular
     tokens plus the 256 Llama-3 special tokens; bos `<|begin_of_text|>`, eos `<|eot_id|>`
     (the Instruct model's), no pad token."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-    from tokenizers import processors, trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(ignore_merges=True))
