@@ -39,12 +39,16 @@ def _plain(node: Any) -> Any:
 
 def pair_identity(cfg: DictConfig) -> dict:
     """The fields of a pair that determine its weights (not where they are cached). A pair built
-    here (the micro pair) is named by its build key, which also holds the torch release and the
-    CPU numerics that trained it."""
+    here is named by its build key, which also holds the torch release and the CPU numerics that
+    trained it (the micro pair) or the library releases that wrote it (a twin)."""
     pair = _plain(cfg.pair)
     keys = ("name", "base", "base_revision", "mllm", "mllm_revision", "build")
     ident = {k: pair.get(k) for k in keys if k in pair}
-    if pair.get("build"):
+    if pair.get("build") and pair.get("source") == "twin":
+        from harness.models.twins import build_key
+
+        ident["build_key"] = build_key(pair["build"])
+    elif pair.get("build"):
         from harness.micro.build import build_key
 
         ident["build_key"] = build_key(pair["build"])

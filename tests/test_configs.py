@@ -43,7 +43,7 @@ def test_method_config_composes(name):
 def test_pair_config_composes(name):
     cfg = _compose([f"pair={name}"])
     assert cfg.pair.name == name
-    assert cfg.pair.source in ("hub", "local", "micro")
+    assert cfg.pair.source in ("hub", "local", "micro", "twin")
 
 
 def test_local_pair_needs_both_directories():

@@ -65,13 +65,20 @@ def resolve_model(ref, revision: str | None = None, pair: str | None = None) -> 
 
 
 def resolve_pair(pair_cfg, paths_cfg) -> ResolvedPair:
-    """Local directories of a pair config (`source: hub | local | micro`)."""
+    """Local directories of a pair config (`source: hub | local | micro | twin`)."""
     source = pair_cfg.get("source", "local")
     name = pair_cfg.name
     if source == "micro":
         from harness.micro import ensure_pair
 
         base, mllm = ensure_pair(pair_cfg, Path(paths_cfg.cache), progress=True)
+    elif source == "twin":
+        from harness.models import twins
+
+        try:
+            base, mllm = twins.ensure_pair(pair_cfg, Path(paths_cfg.cache))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     elif source in ("hub", "local"):
         for key in ("base", "mllm"):
             if pair_cfg.get(key) in (None, "???"):
@@ -80,5 +87,5 @@ def resolve_pair(pair_cfg, paths_cfg) -> ResolvedPair:
         base = resolve_model(pair_cfg.base, pair_cfg.get("base_revision"), hub)
         mllm = resolve_model(pair_cfg.mllm, pair_cfg.get("mllm_revision"), hub)
     else:
-        raise ConfigError(f"pair.source={source!r} is not valid; choose hub, local or micro")
+        raise ConfigError(f"pair.source={source!r} is not valid; choose hub, local, micro or twin")
     return ResolvedPair(name, Path(base), Path(mllm), is_multimodal(read_config(mllm)))
