@@ -15,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TWIN = "twin_llava_next_llama3_8b"
+TWINS = ["twin_llava_next_llama3_8b", "twin_llava_next_mistral_7b", "twin_llava15_vicuna_7b"]
 PAPER13 = ["mmlu", "gsm8k", "arc_challenge", "hellaswag", "winogrande", "truthfulqa_mc2",
            "mme", "mmbench", "seedbench", "pope", "textvqa", "scienceqa_img", "gqa"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -25,11 +26,12 @@ def _run(cmd: list[str], env: dict, timeout: int) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _harness(results: Path, cache: Path, data: Path, *args: str, timeout: int = 1800):
+def _harness(results: Path, cache: Path, data: Path, *args: str, twin: str = TWIN,
+             timeout: int = 1800):
     env = {"HARNESS_RESULTS": str(results), "HARNESS_CACHE": str(cache),
            "HARNESS_WANDB_MODE": "disabled", "HF_HOME": str(cache / "hf")}
     return _run([sys.executable, "-m", "harness", "+experiment=rehearsal", "hydra.mode=RUN",
-                 f"pair={TWIN}", f"eval.data_root={data}", "merge.progress=false", *args],
+                 f"pair={twin}", f"eval.data_root={data}", "merge.progress=false", *args],
                 env, timeout)
 
 
@@ -47,14 +49,15 @@ def cache(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("twin", TWINS)
 def test_twin_runs_all_13_benchmarks_and_the_table_has_13_columns(tmp_path, rehearsal_data,
-                                                                   cache):
+                                                                   cache, twin):
     results = tmp_path / "results"
-    proc = _harness(results, cache, rehearsal_data, "method=neuron_fusion")
+    proc = _harness(results, cache, rehearsal_data, "method=neuron_fusion", twin=twin)
     assert proc.returncode == 0, proc.stderr[-4000:]
     (path,) = sorted((results / "runs").glob("*/result.json"))
     record = json.loads(path.read_text())
-    assert record["status"] == "complete" and record["pair"] == TWIN
+    assert record["status"] == "complete" and record["pair"] == twin
     scores = record["scores"]
     assert sorted(scores) == sorted(PAPER13)
     for name, entry in scores.items():
@@ -78,7 +81,7 @@ def test_twin_runs_all_13_benchmarks_and_the_table_has_13_columns(tmp_path, rehe
     assert tables.returncode == 0, tables.stderr[-2000:]
     import pandas as pd
 
-    table = pd.read_csv(results / "tables" / f"main_{TWIN}_paper13.csv")
+    table = pd.read_csv(results / "tables" / f"main_{twin}_paper13.csv")
     assert len([c for c in table.columns if c.lower() in {b.lower() for b in PAPER13}]) == 13, \
         list(table.columns)
 

@@ -104,6 +104,7 @@ def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, manager,
                 if res.get("configs", {}).get(leaf, {}).get("output_type") == "generate_until":
                     empty += check_generations("lm-eval", leaf, leaf_samples, [])
             scores[b.name] = score_entry(b, res["results"].get(b.task), n,
-                                         res.get("versions", {}).get(b.task))
+                                         res.get("versions", {}).get(b.task),
+                                         limited=eval_cfg.get("limit") is not None)
             scores[b.name]["empty"] = empty
     return scores

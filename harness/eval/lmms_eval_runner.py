@@ -79,6 +79,7 @@ def run_lmms_eval(benches: list[Benchmark], mllm_dir: Path, run_dir: Path, manag
         task_samples = samples.get(b.task, [])
         empty = check_generations("lmms-eval", b.task, task_samples, gen_errors)
         scores[b.name] = score_entry(b, res["results"].get(b.task), len(task_samples),
-                                     res.get("versions", {}).get(b.task))
+                                     res.get("versions", {}).get(b.task),
+                                         limited=eval_cfg.get("limit") is not None)
         scores[b.name]["empty"] = empty
     return scores

@@ -14,9 +14,11 @@ def strip_filter(key: str) -> str:
 
 
 def score_entry(bench: Benchmark, task_results: dict | None, n: int,
-                version=None) -> dict:
+                version=None, limited: bool = False) -> dict:
     """{suite, tool, task, metric, value, percent, n, task_version[, extra]} for one benchmark;
-    EvalError if the metric or one of its `extra_metrics` is absent or not a number."""
+    EvalError if the metric or one of its `extra_metrics` is absent or not a number. Under an
+    `eval.limit` (`limited`) the first docs may not cover an extra metric (MME's cognition
+    categories): it is then left out of `extra` and named in `extra_missing`, never zero."""
     if not task_results or bench.result_key not in task_results:
         have = sorted(k for k in (task_results or {}) if "," in k and "stderr" not in k)
         raise EvalError(f"{bench.tool} reported no {bench.result_key!r} for task {bench.task} "
@@ -26,15 +28,20 @@ def score_entry(bench: Benchmark, task_results: dict | None, n: int,
     entry = {"suite": bench.suite, "tool": bench.tool, "task": bench.task,
              "metric": strip_filter(bench.result_key), "value": value,
              "percent": value * bench.percent_scale, "n": int(n), "task_version": version}
-    extra = {}
+    extra, missing = {}, []
     for metric in bench.extra_metrics:
         key = metric if "," in metric else f"{metric},{bench.filter}"
-        if key not in task_results:
+        if key in task_results:
+            extra[strip_filter(key)] = _number(bench, task_results, key)
+        elif limited:
+            missing.append(strip_filter(key))
+        else:
             raise EvalError(f"{bench.tool} reported no {key!r} for task {bench.task} (benchmark "
                             f"{bench.name}, extra_metrics); fix the suite file")
-        extra[strip_filter(key)] = _number(bench, task_results, key)
     if extra:
         entry["extra"] = extra
+    if missing:
+        entry["extra_missing"] = missing
     return entry
 
 

@@ -73,13 +73,15 @@ def mme(seed: int = 0) -> Configs:
 
     Columns: question_id str (`<category>/<nnnn>.png`, shared by the two rows of a pair),
     image Image, question str (ending "Please answer yes or no."), answer "Yes"/"No",
-    category str. The pair's rows are adjacent, so any even `limit` keeps pairs whole.
+    category str. The pair's rows are adjacent, so any even `limit` keeps pairs whole; the first
+    categories alternate perception and cognition, so `limit=4` yields both scores.
     """
     rng = random.Random(seed)
     features = Features({"question_id": S, "image": Image(), "question": S, "answer": S,
                          "category": S})
     recs = []
-    for k, category in enumerate(MME_PERCEPTION + MME_COGNITION):
+    alternating = [c for pair in zip(MME_PERCEPTION, MME_COGNITION) for c in pair]
+    for k, category in enumerate(alternating + list(MME_PERCEPTION[len(MME_COGNITION):])):
         image, yes_q, no_q = _mme_pair(rng, category)
         qid = f"{category}/{k:04d}.png"
         recs.append({"question_id": qid, "image": image, "question": yes_q + _YES_NO,
