@@ -95,26 +95,36 @@ def log_record(cfg: DictConfig, record: dict, run_dir: Path) -> None:
             log.warning("W&B finish failed (%s: %s)", type(err).__name__, err)
 
 
-def read_offline_summary(run_dir: Path) -> dict:
+def read_offline_summary(run_dir: Path, wait_s: float = 30.0) -> dict:
     """The summary of an offline W&B run, read back from its `.wandb` transaction log with
-    wandb's own reader (offline runs write no wandb-summary.json). Later updates win."""
+    wandb's own reader (offline runs write no wandb-summary.json). Later updates win. wandb's
+    service process may still be writing the log when `finish()` has returned: the reader waits
+    (up to `wait_s`) for the run's exit record."""
     import json
+    import time
 
     from wandb.proto import wandb_internal_pb2
     from wandb.sdk.internal import datastore
 
-    (log_file,) = sorted(Path(run_dir).glob("*.wandb"))
-    store = datastore.DataStore()
-    store.open_for_scan(str(log_file))
-    summary: dict = {}
+    deadline = time.monotonic() + wait_s
     while True:
-        data = store.scan_data()
-        if data is None:
-            break
-        rec = wandb_internal_pb2.Record()
-        rec.ParseFromString(data)
-        if rec.WhichOneof("record_type") == "summary":
-            for item in rec.summary.update:
-                key = item.key or "/".join(item.nested_key)
-                summary[key] = json.loads(item.value_json)
-    return summary
+        (log_file,) = sorted(Path(run_dir).glob("*.wandb"))
+        store = datastore.DataStore()
+        store.open_for_scan(str(log_file))
+        summary: dict = {}
+        finished = False
+        while True:
+            data = store.scan_data()
+            if data is None:
+                break
+            rec = wandb_internal_pb2.Record()
+            rec.ParseFromString(data)
+            kind = rec.WhichOneof("record_type")
+            if kind == "summary":
+                for item in rec.summary.update:
+                    key = item.key or "/".join(item.nested_key)
+                    summary[key] = json.loads(item.value_json)
+            finished = finished or kind == "exit"
+        if finished or time.monotonic() > deadline:
+            return summary
+        time.sleep(0.5)
