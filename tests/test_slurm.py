@@ -48,11 +48,13 @@ def _results(tmp_path, monkeypatch):
 
 
 EXPECTED_POINTS = {"micro_sweep": 3, "baselines": 8, "paper_main": 27,
-                   "ablation_neuron_fusion": 54}
+                   "ablation_neuron_fusion": 54, "rehearsal": 54}
 
 
 @pytest.mark.parametrize("name", _swept_experiments())
-def test_each_manifest_line_reproduces_its_point(name):
+def test_each_manifest_line_reproduces_its_point(name, tmp_path, monkeypatch):
+    # a run on a mirror is named by the mirror's content, so the mirror must exist
+    monkeypatch.setenv("HARNESS_REHEARSAL_DATA", str(tmp_path))
     sweep = expand([f"+experiment={name}"], config_dir=CONF)
     if name in EXPECTED_POINTS:
         assert len(sweep.points) == EXPECTED_POINTS[name]
