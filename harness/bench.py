@@ -173,8 +173,8 @@ print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb
 _WARM_KERNELS = """
 import torch
 from harness.merge import kernels
-from harness.merge.fused import FAMILIES
-for family in FAMILIES:
+from harness.merge.accel import FUSED
+for family in sorted({family for family, _ in FUSED.values()}):
     kernels.warm(family, torch.bfloat16)
 print("{}")
 """
