@@ -135,16 +135,14 @@ class DeltaTopK:
             lo_hi = retry
         raise RuntimeError("top-k threshold did not converge")  # unreachable: 2nd pass is exact
 
-    def mask(self, i: int, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Mask of the chunk x (|Δ| values, in order) that lies in the top ks[i]: boolean, or
-        1.0 / 0.0 written into `out` (a float tensor shaped like x; a comparison straight into
-        float costs half of a boolean one followed by a conversion)."""
+    def mask(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of the chunk x (|Δ| values, in order) that lies in the top ks[i]."""
         state = self._state[i]
         v, remaining = state
         if v in ("none", "all"):
             fill = v == "all"
-            return torch.full_like(x, fill, dtype=torch.bool) if out is None else out.fill_(fill)
-        m = torch.gt(x, v) if out is None else torch.gt(x, v, out=out)
+            return torch.full_like(x, fill, dtype=torch.bool)
+        m = torch.gt(x, v)
         if remaining > 0:
             eq = x == v
             n_eq = int(torch.count_nonzero(eq))

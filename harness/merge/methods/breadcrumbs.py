@@ -11,7 +11,7 @@ import torch
 
 from harness.merge.registry import ChunkWeight, check_range, register
 from harness.merge.select import DeltaTopK
-from harness.merge.stream import MergeContext, abs_delta, scratch
+from harness.merge.stream import MergeContext, abs_delta
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,8 @@ def weight(base: torch.Tensor, tuned: torch.Tensor, p: BreadcrumbsParams,
 
     def chunk(lo: int, hi: int, fb: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
         mag = abs_delta(fb, ft)
-        w = top.mask(0, mag, out=scratch(3, fb.numel(), fb.device))
-        if g > 0:
-            w.sub_(top.mask(1, mag, out=scratch(5, fb.numel(), fb.device)))
-        return w if p.scale == 1.0 else w.mul_(p.scale)
+        return top.mask(0, mag).logical_and_(top.mask(1, mag).logical_not_()).float() \
+            .mul_(p.scale)
 
     return chunk
 

@@ -12,7 +12,7 @@ import torch
 
 from harness.merge.randomness import UniformStream
 from harness.merge.registry import ChunkWeight, check_range, register
-from harness.merge.stream import MergeContext, scratch
+from harness.merge.stream import MergeContext
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,7 @@ def weight(base: torch.Tensor, tuned: torch.Tensor, p: DareParams,
     u = UniformStream(ctx.seed + p.seed, ctx.name, base.device)
 
     def chunk(lo: int, hi: int, fb: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
-        keep = u.next(hi - lo) < p.density
-        return torch.mul(keep, p.scale / p.density, out=scratch(3, hi - lo, fb.device))
+        return (u.next(hi - lo) < p.density).float().mul_(p.scale / p.density)
 
     return chunk
 

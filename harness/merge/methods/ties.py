@@ -12,7 +12,7 @@ import torch
 
 from harness.merge.registry import ChunkWeight, check_range, register
 from harness.merge.select import DeltaTopK
-from harness.merge.stream import MergeContext, abs_delta, scratch
+from harness.merge.stream import MergeContext, abs_delta
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,7 @@ def weight(base: torch.Tensor, tuned: torch.Tensor, p: TiesParams,
     top = DeltaTopK(base, tuned, [int(round(p.density * base.numel()))], ctx)
 
     def chunk(lo: int, hi: int, fb: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
-        w = top.mask(0, abs_delta(fb, ft), out=scratch(3, fb.numel(), fb.device))
-        return w if p.scale == 1.0 else w.mul_(p.scale)
+        return top.mask(0, abs_delta(fb, ft)).float().mul_(p.scale)
 
     return chunk
 
