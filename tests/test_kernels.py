@@ -60,7 +60,7 @@ def test_fused_equals_torch_path(method, params, dtype):
             ctx = MergeContext(seed=3, name="w")
             ref = merge_tensor(spec, base.clone(), tuned.clone(), p, ctx, "torch")
             got = tuned.clone()
-            assert try_merge(method, base, got, p, ctx, "fused")
+            assert try_merge(spec, base, got, p, ctx, "fused")
             assert torch.equal(_bits(got), _bits(ref)), (method, params, dtype, shape, clumped)
 
 
@@ -178,19 +178,21 @@ def test_draw_stream_chunks_and_distribution():
 
 def test_kernels_setting_is_respected():
     base, tuned = _pair((8, 8), torch.bfloat16, False)
-    p = make_params(get_method("dare"), {})
+    dare = get_method("dare")
+    p = make_params(dare, {})
     ctx = MergeContext()
-    assert not try_merge("dare", base, tuned.clone(), p, ctx, "torch")
-    assert not try_merge("dare", base.float(), tuned.clone(), p, ctx, "fused")  # mixed dtypes
-    assert not try_merge("dare", base.t(), tuned.t().clone(), p, ctx, "fused")  # not contiguous
-    assert not try_merge("task_arithmetic", base, tuned.clone(), p, ctx, "fused")  # no kernel
+    assert not try_merge(dare, base, tuned.clone(), p, ctx, "torch")
+    assert not try_merge(dare, base.float(), tuned.clone(), p, ctx, "fused")  # mixed dtypes
+    assert not try_merge(dare, base.t(), tuned.t().clone(), p, ctx, "fused")  # not contiguous
+    ta = get_method("task_arithmetic")
+    assert not try_merge(ta, base, tuned.clone(), make_params(ta, {}), ctx, "fused")  # none
     half = base.to(torch.float16)
-    assert not try_merge("dare", half, half.clone(), p, ctx, "auto")  # auto: not loaded yet
-    assert preload("dare", [torch.float16], entries=10_000) is None  # too small to pay off
-    thread = preload("dare", [torch.float16, torch.int64])
+    assert not try_merge(dare, half, half.clone(), p, ctx, "auto")  # auto: not loaded yet
+    assert preload(dare, [torch.float16], entries=10_000) is None  # too small to pay off
+    thread = preload(dare, [torch.float16, torch.int64])
     thread.join()
-    assert try_merge("dare", half, half.clone(), p, ctx, "auto")
-    assert preload("dare", [torch.float16]) is None  # already loaded
+    assert try_merge(dare, half, half.clone(), p, ctx, "auto")
+    assert preload(dare, [torch.float16]) is None  # already loaded
 
 
 def _topk_reference(base, tuned, k_keep, k_drop, scale):

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from harness.errors import CheckpointError, ConfigError, MergeError
 from harness.merge import load_merge_report, merge_checkpoints
-from harness.merge.accel import FUSED
+from harness.merge.accel import fused_for
 from harness.merge.engine import merge_group, merge_tensor
 from harness.merge.registry import get_method, load_methods, make_params
 from harness.merge.stream import MergeContext
@@ -98,7 +98,8 @@ def test_streaming_equals_in_memory_merge_other_layouts(tmp_path, request, tiny_
         assert torch.equal(got[name], want[name]), name
 
 
-@pytest.mark.parametrize("method", sorted(FUSED))
+@pytest.mark.parametrize("method", sorted(m for m, spec in load_methods().items()
+                                          if fused_for(spec)))
 def test_kernel_settings_give_the_same_files(tmp_path, tiny_llama, tiny_llava_new, method):
     """merge.kernels=torch, fused and auto (fused once loaded in the background) write the same
     bytes; an unknown setting is a ConfigError naming the valid ones."""

@@ -64,30 +64,34 @@ def _della(base, tuned, p, ctx):
                          p.epsilon, p.scale)
 
 
-# method → (kernel family of kernels.warm, the fused merge of one tensor, written over tuned)
-FUSED: dict[str, tuple[str, Callable[..., Any]]] = {
-    "ties": ("topk", _ties), "breadcrumbs": ("topk", _breadcrumbs),
-    "dare": ("dare", _dare), "della": ("della", _della),
-}
+def fused_for(spec) -> tuple[str, Callable[..., Any]] | None:
+    """(kernel family of kernels.warm, the fused merge of one tensor written over tuned) of a
+    registered method, or None: the kernels accelerate exactly these definitions (matched by
+    their weight function, so a method registered elsewhere under the same name is not)."""
+    from harness.merge.methods import breadcrumbs, dare, della, ties
+
+    return {ties.weight: ("topk", _ties), breadcrumbs.weight: ("topk", _breadcrumbs),
+            dare.weight: ("dare", _dare), della.weight: ("della", _della)}.get(spec.weight)
+
 
 _READY: set[tuple[str, torch.dtype]] = set()  # (family, dtype) pairs loaded in this process
 _DONE: dict[tuple[str, torch.dtype], threading.Event] = {}  # set when loading ended (or failed)
 _LOCK = threading.Lock()
 
 
-def try_merge(method: str, base: torch.Tensor, tuned: torch.Tensor, p, ctx,
-              setting: str) -> bool:
-    """Merge one tensor with `method`'s fused kernel (over `tuned`) when the setting allows it
+def try_merge(spec, base: torch.Tensor, tuned: torch.Tensor, p, ctx, setting: str) -> bool:
+    """Merge one tensor with the fused kernel of method `spec` (over `tuned`) when the setting allows it
     and the kernel takes this pair: CPU, contiguous, both of one DTYPES dtype, loaded (for
     `auto`). False: the caller runs the method's definition."""
-    if setting == "torch" or method not in FUSED:
+    fused = None if setting == "torch" else fused_for(spec)
+    if fused is None:
         return False
     fits = (base.device.type == "cpu" and tuned.device.type == "cpu"
             and base.dtype == tuned.dtype and base.dtype in DTYPES
             and base.is_contiguous() and tuned.is_contiguous() and base.numel() > 0)
     if not fits:
         return False
-    family, fused = FUSED[method]
+    family, merge = fused
     if setting == "auto":
         key = (family, base.dtype)
         done = _DONE.get(key)
@@ -95,19 +99,20 @@ def try_merge(method: str, base: torch.Tensor, tuned: torch.Tensor, p, ctx,
             done.wait(WAIT_S)
         if key not in _READY:
             return False
-    fused(base, tuned, p, ctx)
+    merge(base, tuned, p, ctx)
     return True
 
 
-def preload(method: str, dtypes: Iterable[torch.dtype],
+def preload(spec, dtypes: Iterable[torch.dtype],
             entries: int = PRELOAD_ABOVE) -> threading.Thread | None:
-    """Start loading `method`'s kernels for `dtypes` in a background thread, for a merge of
+    """Start loading the kernels of method `spec` for `dtypes` in a background thread, for a merge of
     `entries` tensor entries (None when there is nothing to load, or the merge is smaller than
     PRELOAD_ABOVE: loading would cost more than it saves, and its Python work would hold up the
     merge's own through the GIL); each (family, dtype) is usable by `auto` once loaded."""
-    if entries < PRELOAD_ABOVE or method not in FUSED:
+    fused = fused_for(spec)
+    if entries < PRELOAD_ABOVE or fused is None:
         return None
-    family = FUSED[method][0]
+    family = fused[0]
     todo = [(family, d) for d in dict.fromkeys(dtypes) if d in DTYPES and (family, d) not in _READY]
     if not todo:
         return None

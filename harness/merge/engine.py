@@ -169,7 +169,7 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
              memory_mb: int, kernels: str) -> dict:
     start = time.perf_counter()
     if kernels == "auto" and dev.type == "cpu":  # loads while the merge starts on the torch path
-        accel.preload(spec.name, {TORCH_DTYPES.get(tuned_reader.dtype_name(n))
+        accel.preload(spec, {TORCH_DTYPES.get(tuned_reader.dtype_name(n))
                                   for n in tuned_reader.names()},
                       sum(math.prod(tuned_reader.shape(n)) for n in tuned_reader.names()))
     base_cfg, tuned_cfg = read_config(base_reader.directory), read_config(tuned_reader.directory)
@@ -378,7 +378,7 @@ def merge_tensor(spec: Method, base: torch.Tensor, tuned: torch.Tensor, p, ctx: 
     """One tensor of a `tensor` method (or outside the groups of a `group` one), written over
     `tuned`: the accelerator when `kernels` allows and it takes the pair, else the method's
     weight and the chunked lerp (harness/merge/stream.py)."""
-    if accel.try_merge(spec.name, base, tuned, p, ctx, kernels):
+    if accel.try_merge(spec, base, tuned, p, ctx, kernels):
         return tuned
     return apply_weight(base, tuned, spec.weight(base, tuned, p, ctx), ctx, spec.rows)
 
