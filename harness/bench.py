@@ -173,8 +173,7 @@ print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb
 _WARM_KERNELS = """
 import torch
 from harness.merge import kernels
-from harness.merge.fused import FAMILIES
-for family in FAMILIES:
+for family in ("topk", "dare", "della"):
     kernels.warm(family, torch.bfloat16)
 print("{}")
 """
@@ -188,7 +187,8 @@ from harness.merge.registry import get_method
 get_method("base")
 t = time.perf_counter()
 merge_checkpoints(sys.argv[1], sys.argv[2], sys.argv[4], json.loads(sys.argv[5]), out=sys.argv[3],
-                  device=sys.argv[6], force=True, progress=False, memory_mb=int(sys.argv[7]))
+                  device=sys.argv[6], force=True, progress=False, memory_mb=int(sys.argv[7]),
+                  kernels=sys.argv[8])
 print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb()}))
 """
 
@@ -239,7 +239,7 @@ def _clear_outputs(scratch: Path) -> None:
 
 def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: Path,
           results: Path, device: str = "cpu", memory_mb: int = MEMORY_MB,
-          mergekit_reps: int | None = None) -> list[dict]:
+          mergekit_reps: int | None = None, kernels: str = "auto") -> list[dict]:
     """Run the measurements for one size; return one row per measurement. mergekit runs in the
     first `mergekit_reps` repetitions only (default: all)."""
     mergekit_reps = reps if mergekit_reps is None else mergekit_reps
@@ -280,7 +280,7 @@ def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: 
                     r = _run_mergekit(exe, base, tuned_llm, out, item.split(":")[1])
                 else:
                     r = _run(_MERGE, str(base), str(tuned), str(out), item,
-                             json.dumps(METHODS[item]), device, str(memory_mb))
+                             json.dumps(METHODS[item]), device, str(memory_mb), kernels)
                 times.setdefault(item, []).append(r)
                 print(f"[{size} rep {rep + 1}/{reps}] {item}: {r['seconds']:.2f} s, "
                       f"{r['peak_rss_mb']:.0f} MB", flush=True)
@@ -329,11 +329,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="time mergekit in only the first N repetitions (its merges take minutes)")
     p.add_argument("--memory-mb", type=int, default=MEMORY_MB,
                    help="merge.memory_mb (buffer budget) of the merges and of the floor")
+    p.add_argument("--kernels", default="auto", choices=("auto", "torch"),
+                   help="merge.kernels of the harness's merges (torch: without the accelerator)")
     a = p.parse_args(argv)
     t = time.perf_counter()
     for size in a.sizes.split(","):
         bench(size, a.reps, a.methods.split(","), a.mergekit, a.cache, a.results, a.device,
-              a.memory_mb, a.mergekit_reps)
+              a.memory_mb, a.mergekit_reps, a.kernels)
     print(f"bench done in {time.perf_counter() - t:.0f} s; tables in {a.results}")
 
 

@@ -79,12 +79,12 @@ def tradeoff_plot(agg: pd.DataFrame, chosen: dict[str, str], stem: Path) -> list
     """Language average vs visual average: every configuration run (small, in its method's
     colour), each method's chosen one (large, outlined, labelled; methods at one point share a
     label), the base→MLLM line and the Pareto front."""
-    from harness.tables import LABELS, ROWS
+    from harness.tables import in_table_order, method_rows
 
     pts = _averages(agg)
     if pts.empty:
         return []
-    order = [m for m, _ in ROWS] + sorted(set(pts.method) - set(LABELS))
+    order = in_table_order(set(pts.method))
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(order)}
     fig, ax = plt.subplots(figsize=(7.2, 5.4))
     for method, sub in pts.groupby("method"):
@@ -107,7 +107,7 @@ def tradeoff_plot(agg: pd.DataFrame, chosen: dict[str, str], stem: Path) -> list
     ax.set_title(stem.name.replace("tradeoff_", "trade-off: "))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
-    place_labels(ax, shared_labels(sel, LABELS))
+    place_labels(ax, shared_labels(sel, dict(method_rows())))
     return _save(fig, stem)
 
 

@@ -34,14 +34,29 @@ from harness.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-ROWS = [("base", "Base LLM"), ("mllm", "MLLM"), ("model_soup", "Model Soup"),
-        ("task_arithmetic", "Task Arithmetic"), ("ties", "TIES"), ("dare", "DARE"),
-        ("breadcrumbs", "Breadcrumbs"), ("della", "DELLA"), ("neuron_fusion", "Neuron-Fusion")]
-LABELS = dict(ROWS)
 REFERENCE = {"base", "mllm"}
 RULES = ("defaults", "best_overall", "validation")
 AVERAGES = [("language", "Lang. avg"), ("vision", "Vis. avg"), ("all", "Overall avg")]
 CONF = Path(__file__).resolve().parent.parent / "conf" / "tables" / "default.yaml"
+
+
+def method_rows() -> list[tuple[str, str]]:
+    """(method, row label) of every registered merge method, in table order (each method
+    declares its label and row: harness/merge/registry.py)."""
+    from harness.merge.registry import table_rows
+
+    return table_rows()
+
+
+def method_label(method: str) -> str:
+    """A method's row label (its name when it is not registered)."""
+    return dict(method_rows()).get(method, method)
+
+
+def in_table_order(methods) -> list[str]:
+    """`methods` in table order; unregistered names last, sorted."""
+    order = [m for m, _ in method_rows()]
+    return [m for m in order if m in methods] + sorted(set(methods) - set(order))
 
 
 def load_records(runs_dir: Path) -> tuple[list[dict], list[tuple[Path, str]]]:
@@ -155,16 +170,16 @@ def choose_by_validation(agg: pd.DataFrame, val_agg: pd.DataFrame, suite: str,
     on_val = choose_on_validation(val_agg)
     chosen, notes = {}, []
     for method, sub in agg.groupby("method"):
-        label = LABELS.get(method, method)
+        name = method_label(method)
         if method in on_val and on_val[method] in set(sub.config):
             chosen[method] = on_val[method]
         elif method in on_val:
-            notes.append(f"{label} left out: its configuration chosen on {validation} "
+            notes.append(f"{name} left out: its configuration chosen on {validation} "
                          f"({on_val[method]}) has no {suite} record")
         elif set(sub.config) == {"-"}:
             chosen[method] = "-"
         else:
-            notes.append(f"{label} left out: no {validation} record to choose on")
+            notes.append(f"{name} left out: no {validation} record to choose on")
     return chosen, notes
 
 
@@ -179,7 +194,7 @@ def _cell(mean: float, std: float, n: int, bold: bool, latex: bool) -> str:
 def main_table(agg: pd.DataFrame, chosen: dict[str, str], benches: list[str]):
     """(numeric frame, markdown cells, latex cells) of the main table."""
     columns = benches + [a for a, _ in AVERAGES]
-    methods = [m for m, _ in ROWS if m in chosen] + sorted(set(chosen) - set(LABELS))
+    methods = in_table_order(chosen)
     mean = pd.DataFrame(index=methods, columns=columns, dtype=float)
     std, n = mean.copy(), mean.copy()
     for m in methods:
@@ -215,9 +230,9 @@ def write_main(out: Path, stem: str, mean, md, tex, methods, columns, chosen, ru
                notes: list[str] = ()) -> list[Path]:
     """Markdown, LaTeX (booktabs) and CSV of a main table; `notes` are printed under it."""
     header = _header(columns)
-    labels = [LABELS.get(m, m) for m in methods]
+    labels = [method_label(m) for m in methods]
     note = "\n\n".join([f"Chosen configuration per method (rule: {rule}): "
-                         + "; ".join(f"{LABELS.get(m, m)}: {chosen[m]}" for m in methods),
+                         + "; ".join(f"{method_label(m)}: {chosen[m]}" for m in methods),
                          *notes])
     lines = ["| Method | " + " | ".join(header) + " |",
              "|---|" + "---:|" * len(header)]
@@ -261,8 +276,14 @@ def load_rule(path: Path = CONF) -> dict:
 
 
 def method_defaults() -> dict[str, str]:
-    """Config label of each method's conf/method defaults."""
-    out = {}
+    """Config label of each method's conf/method defaults; a registered method without a YAML
+    here (one added from outside the repository) takes its parameter dataclass's defaults."""
+    import dataclasses
+
+    from harness.merge.registry import load_methods
+
+    out = {name: _config_label(dataclasses.asdict(spec.params_cls()))
+           for name, spec in load_methods().items()}
     for path in sorted((CONF.parent.parent / "method").glob("*.yaml")):
         spec = yaml.safe_load(path.read_text())
         out[spec["name"]] = _config_label(spec.get("params") or {})
@@ -366,7 +387,7 @@ def build_tables(results: Path, plots: bool = True, select: str | None = None,
                 if plots:
                     from harness.plots import sweep_plot
 
-                    written += sweep_plot(sub, out / s_stem, LABELS.get(method, method))
+                    written += sweep_plot(sub, out / s_stem, method_label(method))
     return written
 
 

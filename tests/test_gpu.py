@@ -9,12 +9,15 @@ import torch
 from safetensors.torch import load_file
 
 from harness.merge import merge_checkpoints
+from harness.merge.registry import load_methods
 
 pytestmark = pytest.mark.gpu
-METHODS = {"model_soup": {"alpha": 0.3}, "task_arithmetic": {"scale": 0.5},
-           "ties": {"density": 0.3}, "dare": {"density": 0.5},
-           "breadcrumbs": {"density": 0.3, "gamma": 0.05}, "della": {"density": 0.4},
-           "neuron_fusion": {"ratio": 0.1}}
+PARAMS = {"model_soup": {"alpha": 0.3}, "task_arithmetic": {"scale": 0.5},
+          "ties": {"density": 0.3}, "dare": {"density": 0.5},
+          "breadcrumbs": {"density": 0.3, "gamma": 0.05}, "della": {"density": 0.4},
+          "neuron_fusion": {"ratio": 0.1}}
+# every registered method that merges (base and mllm only copy one input)
+METHODS = {name: PARAMS.get(name, {}) for name in load_methods() if name not in ("base", "mllm")}
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,14 @@ counter-based draws (harness/merge/randomness.py) are the same in numba and torc
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from harness.merge import kernels
-from harness.merge.fused import fused_ok, preload
+from harness.merge.accel import preload, try_merge
+from harness.merge.engine import merge_tensor
 from harness.merge.randomness import (
     UniformStream,
     tensor_seed,
@@ -36,8 +34,6 @@ CASES = [
     ("della", {"density": 0.5, "epsilon": 0.0}),
 ]
 SHAPES = [(7,), (33, 65), (5 * _SAMPLE // 256, 256)]  # the last one samples a bracket
-FAMILY = {"ties": "topk", "breadcrumbs": "topk", "dare": "dare", "della": "della"}
-FUSED = MergeContext(kernels="fused")
 
 
 def _pair(shape, dtype, clumped: bool, seed: int = 0):
@@ -61,11 +57,10 @@ def test_fused_equals_torch_path(method, params, dtype):
     for shape in SHAPES:
         for clumped in (False, True):
             base, tuned = _pair(shape, dtype, clumped)
-            assert fused_ok(base, tuned, FUSED, FAMILY[method])
-            ref = spec.fn(base.clone(), tuned.clone(), p,
-                          MergeContext(seed=3, name="w", kernels="torch"))
-            got = spec.fn(base.clone(), tuned.clone(), p,
-                          MergeContext(seed=3, name="w", kernels="fused"))
+            ctx = MergeContext(seed=3, name="w")
+            ref = merge_tensor(spec, base.clone(), tuned.clone(), p, ctx, "torch")
+            got = tuned.clone()
+            assert try_merge(spec, base, got, p, ctx, "fused")
             assert torch.equal(_bits(got), _bits(ref)), (method, params, dtype, shape, clumped)
 
 
@@ -183,67 +178,21 @@ def test_draw_stream_chunks_and_distribution():
 
 def test_kernels_setting_is_respected():
     base, tuned = _pair((8, 8), torch.bfloat16, False)
-    assert not fused_ok(base, tuned, MergeContext(kernels="torch"), "topk")
-    assert not fused_ok(base.float(), tuned, FUSED, "topk")  # mixed dtypes
-    assert not fused_ok(base.t(), tuned.t(), FUSED, "topk")  # not contiguous
+    dare = get_method("dare")
+    p = make_params(dare, {})
+    ctx = MergeContext()
+    assert not try_merge(dare, base, tuned.clone(), p, ctx, "torch")
+    assert not try_merge(dare, base.float(), tuned.clone(), p, ctx, "fused")  # mixed dtypes
+    assert not try_merge(dare, base.t(), tuned.t().clone(), p, ctx, "fused")  # not contiguous
+    ta = get_method("task_arithmetic")
+    assert not try_merge(ta, base, tuned.clone(), make_params(ta, {}), ctx, "fused")  # none
     half = base.to(torch.float16)
-    assert not fused_ok(half, half, MergeContext(), "dare")  # auto: not loaded yet
-    assert preload("dare", [torch.float16], entries=10_000) is None  # too small to pay off
-    thread = preload("dare", [torch.float16, torch.int64])
+    assert not try_merge(dare, half, half.clone(), p, ctx, "auto")  # auto: not loaded yet
+    assert preload(dare, [torch.float16], entries=10_000) is None  # too small to pay off
+    thread = preload(dare, [torch.float16, torch.int64])
     thread.join()
-    assert fused_ok(half, half, MergeContext(), "dare")
-    assert preload("dare", [torch.float16]) is None  # already loaded
-
-
-def test_preload_loads_cached_kernels_without_registries():
-    """Loading cached kernels skips numba's typing and lowering registries (numba.np.arraymath
-    and its BLAS probe, which imports scipy.linalg, stay unimported), and numba code compiled
-    afterwards still gets them (fresh process: numba's registries load once)."""
-    code = """
-import sys, numpy as np, numba, torch
-from harness.merge.fused import _READY, preload
-preload("dare", [torch.bfloat16], entries=1 << 30).join()
-assert ("dare", torch.bfloat16) in _READY
-assert "numba.np.arraymath" not in sys.modules and "scipy.linalg" not in sys.modules
-dot = numba.njit(lambda a, b: np.dot(a, b))
-assert dot(np.ones(3), np.full(3, 2.0)) == 6.0
-print("ok")
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=False)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "ok"
-
-
-def test_lean_cache_load_compiles_what_is_not_cached(tmp_path):
-    """Under the lean cache load a kernel missing from the cache compiles as usual (first
-    process), and the next process loads it from the cache, leanly, with the same result."""
-    (tmp_path / "kern.py").write_text(
-        "import numba, numpy as np\n"
-        "@numba.njit(cache=True)\n"
-        "def f(x):\n"
-        "    s = 0.0\n"
-        "    for i in range(x.size):\n"
-        "        s += 2 * x[i]\n"
-        "    return s\n")
-    code = """
-import sys, numpy as np
-from harness.merge.fused import _cache_loads_without_registries
-sys.path.insert(0, sys.argv[1])
-import kern
-with _cache_loads_without_registries():
-    y = kern.f(np.arange(5.0))
-print(y, sum(kern.f.stats.cache_hits.values()), "numba.np.arraymath" in sys.modules)
-"""
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
-    runs = [subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                           text=True, check=False, env=env) for _ in range(2)]
-    for out in runs:
-        assert out.returncode == 0, out.stderr[-2000:]
-    first, second = (r.stdout.split() for r in runs)
-    assert first[0] == second[0] == "20.0"
-    assert first[1:] == ["0", "True"]  # compiled, with the full registries installed
-    assert second[1:] == ["1", "False"]  # loaded from the cache, leanly
+    assert try_merge(dare, half, half.clone(), p, ctx, "auto")
+    assert preload(dare, [torch.float16]) is None  # already loaded
 
 
 def _topk_reference(base, tuned, k_keep, k_drop, scale):
@@ -251,7 +200,7 @@ def _topk_reference(base, tuned, k_keep, k_drop, scale):
     n = base.numel()
     p = make_params(spec, {"density": (k_keep - k_drop) / n, "gamma": k_drop / n,
                            "scale": scale})
-    return spec.fn(base.clone(), tuned.clone(), p, MergeContext(kernels="torch"))
+    return merge_tensor(spec, base.clone(), tuned.clone(), p, MergeContext(), "torch")
 
 
 @pytest.mark.parametrize("dtype,grid,path", [(torch.bfloat16, 0.0, None),

@@ -16,14 +16,17 @@ from safetensors.torch import load_file, save_file
 
 from harness.errors import CheckpointError, ConfigError, MergeError
 from harness.merge import load_merge_report, merge_checkpoints
-from harness.merge.registry import get_method, make_params
+from harness.merge.accel import fused_for
+from harness.merge.engine import merge_group, merge_tensor
+from harness.merge.registry import get_method, load_methods, make_params
 from harness.merge.stream import MergeContext
 from harness.models.keymap import detect_layout, to_base_name
 
-METHODS = {"base": {}, "mllm": {}, "model_soup": {"alpha": 0.3},
-           "task_arithmetic": {"scale": 0.5}, "ties": {"density": 0.3},
-           "dare": {"density": 0.5}, "breadcrumbs": {"density": 0.3, "gamma": 0.05},
-           "della": {"density": 0.4, "epsilon": 0.1}, "neuron_fusion": {"ratio": 0.1}}
+PARAMS = {"model_soup": {"alpha": 0.3}, "task_arithmetic": {"scale": 0.5},
+          "ties": {"density": 0.3}, "dare": {"density": 0.5},
+          "breadcrumbs": {"density": 0.3, "gamma": 0.05},
+          "della": {"density": 0.4, "epsilon": 0.1}, "neuron_fusion": {"ratio": 0.1}}
+METHODS = {name: PARAMS.get(name, {}) for name in load_methods()}  # every registered method
 
 
 def _weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -46,7 +49,6 @@ def _reference(base_dir, tuned_dir, method, params, seed=0):
     p = make_params(spec, params)
     out = {}
     if spec.kind == "group":
-        from harness.merge.methods.neuron_fusion import merge_neuron_fusion
         from harness.merge.neurons import parse_role
         layers = {}
         for name in tuned:
@@ -56,9 +58,9 @@ def _reference(base_dir, tuned_dir, method, params, seed=0):
                 fam = "ffn" if role[1] in ("gate", "up", "down") else "attn"
                 layers.setdefault((role[0], fam), {})[role[1]] = (name, bn)
         for group in layers.values():
-            merged, _ = merge_neuron_fusion(
-                {r: base[bn].float() for r, (_, bn) in group.items()},
-                {r: tuned[n].float().clone() for r, (n, _) in group.items()}, p)
+            merged = {r: tuned[n].float().clone() for r, (n, _) in group.items()}
+            merge_group(spec, {r: base[bn].float() for r, (_, bn) in group.items()}, merged, p,
+                        MergeContext(seed))
             out.update({n: merged[r] for r, (n, _) in group.items()})
     for name, t in tuned.items():
         bn = to_base_name(name, layout)
@@ -66,8 +68,8 @@ def _reference(base_dir, tuned_dir, method, params, seed=0):
             out.setdefault(name, t)
             continue
         rows = base[bn].shape[0]
-        merged = spec.fn(base[bn].float(), t[:rows].float().clone(), p,
-                         MergeContext(seed, bn)).to(t.dtype)
+        merged = merge_tensor(spec, base[bn].float(), t[:rows].float().clone(), p,
+                              MergeContext(seed, bn)).to(t.dtype)
         out[name] = torch.cat([merged, t[rows:]]) if t.shape[0] > rows else merged
     return out
 
@@ -96,7 +98,8 @@ def test_streaming_equals_in_memory_merge_other_layouts(tmp_path, request, tiny_
         assert torch.equal(got[name], want[name]), name
 
 
-@pytest.mark.parametrize("method", ["ties", "breadcrumbs", "dare", "della"])
+@pytest.mark.parametrize("method", sorted(m for m, spec in load_methods().items()
+                                          if fused_for(spec)))
 def test_kernel_settings_give_the_same_files(tmp_path, tiny_llama, tiny_llava_new, method):
     """merge.kernels=torch, fused and auto (fused once loaded in the background) write the same
     bytes; an unknown setting is a ConfigError naming the valid ones."""
@@ -116,8 +119,12 @@ def test_kernel_settings_give_the_same_files(tmp_path, tiny_llama, tiny_llava_ne
 @pytest.mark.parametrize("fixture", ["tiny_llava_new", "tiny_llava_old", "tiny_llava_next"])
 def test_outputs_load_and_run(tmp_path, request, tiny_llama, fixture):
     from PIL import Image
-    from transformers import (AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor,
-                              AutoTokenizer)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        AutoTokenizer,
+    )
 
     tuned = request.getfixturevalue(fixture)
     report = _merge(tmp_path, tiny_llama, tuned, "neuron_fusion", {"ratio": 0.1})

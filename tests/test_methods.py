@@ -8,15 +8,17 @@ import pytest
 import torch
 
 from harness.errors import ConfigError
+from harness.merge.engine import merge_group, merge_tensor
 from harness.merge.methods.della import keep_probability
-from harness.merge.methods.neuron_fusion import NeuronFusionParams, merge_neuron_fusion
+from harness.merge.methods.neuron_fusion import NeuronFusionParams
 from harness.merge.randomness import uniform_like
-from harness.merge.registry import METHODS, get_method, make_params
-from harness.merge.select import row_ranks, topk_mask
+from harness.merge.registry import get_method, load_methods, make_params
+from harness.merge.select import topk_mask
 from harness.merge.stream import DEFAULT_CHUNK, MergeContext
 
-ALL = ["base", "mllm", "model_soup", "task_arithmetic", "ties", "dare", "breadcrumbs", "della",
-       "neuron_fusion"]
+ALL = sorted(load_methods())
+DESIGN = ["base", "mllm", "model_soup", "task_arithmetic", "ties", "dare", "breadcrumbs", "della",
+          "neuron_fusion"]  # the fixed names of the design
 
 
 def _pair(shape=(6, 5), seed=0):
@@ -29,12 +31,17 @@ def _pair(shape=(6, 5), seed=0):
 def _run(name, base, tuned, seed=0, tensor="t", chunk=DEFAULT_CHUNK, **params):
     spec = get_method(name)
     p = make_params(spec, params)
-    return spec.fn(base.clone(), tuned.clone(), p, MergeContext(seed, tensor, chunk))
+    return merge_tensor(spec, base.clone(), tuned.clone(), p, MergeContext(seed, tensor, chunk))
 
 
-def test_registry_has_the_nine_methods():
-    get_method("base")
-    assert sorted(METHODS) == sorted(ALL)
+def merge_neuron_fusion(bases, tuneds, p, ctx=None):
+    """Neuron-Fusion of one layer's group, written over `tuneds`: (merged, located)."""
+    located = merge_group(get_method("neuron_fusion"), bases, tuneds, p, ctx or MergeContext())
+    return tuneds, located
+
+
+def test_registry_has_the_design_methods():
+    assert set(DESIGN) <= set(ALL)
 
 
 def test_endpoints_and_soup():
@@ -148,12 +155,12 @@ def test_streamed_delta_topk_equals_a_stable_sort(case):
 def test_chunking_does_not_change_the_merge(name, shape):
     """Small chunks (rows split, 1-row chunks, sampled top-k) give the whole-tensor result."""
     b, t = _pair(shape, seed=4)
-    whole = _run(name, b, t, seed=2, tensor="w") if name != "neuron_fusion" else None
+    whole = _run(name, b, t, seed=2, tensor="w") if get_method(name).kind != "group" else None
     for chunk in ((1, 50, 300) if shape[0] < 100 else (299, 20_000)):
-        if name == "neuron_fusion":
+        if get_method(name).kind == "group":
             continue
         assert torch.equal(_run(name, b, t, seed=2, tensor="w", chunk=chunk), whole), chunk
-    if name == "neuron_fusion":
+    if get_method(name).kind == "group":
         bases, tuneds = _layer(hidden=shape[1] // 10, inter=shape[0] // 10)
         p = NeuronFusionParams(ratio=0.2)
         ref, loc = merge_neuron_fusion(bases, {r: v.clone() for r, v in tuneds.items()}, p)
@@ -171,23 +178,10 @@ def test_bf16_merge_equals_float32_merge_rounded():
     b, t = _pair((300, 200), seed=5)
     b, t = b.bfloat16(), t.bfloat16()
     for name in ALL:
-        if name == "neuron_fusion":
+        if get_method(name).kind == "group":
             continue
         want = _run(name, b.float(), t.float(), seed=1, tensor="z").bfloat16()
         assert torch.equal(_run(name, b, t, seed=1, tensor="z", chunk=1000), want), name
-
-
-@pytest.mark.parametrize("shape", [(300, 257), (40, 2048), (70_000,), (3, 5)])
-def test_row_ranks_equal_an_inverted_stable_argsort(shape):
-    g = torch.Generator().manual_seed(1)
-    # bf16-valued differences: many exact ties within a row, plus zeros
-    x = (torch.randn(shape, generator=g).bfloat16().float()
-         - torch.randn(shape, generator=g).bfloat16().float()).abs()
-    x.reshape(-1)[::7] = 0.0
-    rows = x.reshape(-1, x.shape[-1])
-    order = torch.argsort(rows, dim=-1, stable=True)
-    want = torch.empty_like(order).scatter_(-1, order, torch.arange(rows.shape[1]).expand_as(order))
-    assert torch.equal(row_ranks(x), want.reshape(shape))
 
 
 def _layer(seed=0, hidden=8, inter=12):

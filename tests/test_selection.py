@@ -121,7 +121,7 @@ def test_tradeoff_labels_are_shared_at_one_point_and_never_overlap():
                                       "breadcrumbs"],
                            "language": [60.0, 60.0, 60.4, 60.8, 61.0, 59.7],
                            "vision": [70.0, 70.0, 70.3, 69.8, 70.5, 70.2]})
-    items = shared_labels(points, tables.LABELS)
+    items = shared_labels(points, dict(tables.method_rows()))
     assert "Model Soup = Task Arithmetic" in [text for _, _, text in items]
     assert len(items) == 5
     fig, ax = plt.subplots()

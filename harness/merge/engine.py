@@ -28,8 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import ConfigError, MergeError
+from harness.merge import accel
 from harness.merge.buffers import MEMORY_MB, BufferPool
-from harness.merge.fused import KERNEL_SETTINGS, preload
 from harness.merge.identity import method_identity
 from harness.merge.neurons import parse_role
 from harness.merge.outputs import (
@@ -37,9 +37,14 @@ from harness.merge.outputs import (
     write_llm_files,
     write_mllm_files,
 )
-from harness.merge.registry import get_method, make_params
-from harness.merge.report import MERGE_JSON, identity_digest, load_merge_report, merge_lock
-from harness.merge.stream import MergeContext, release_scratch
+from harness.merge.registry import BASE, TUNED, Method, get_method, make_params
+from harness.merge.report import (
+    MERGE_JSON,
+    identity_digest,
+    load_merge_report,
+    merge_lock,
+)
+from harness.merge.stream import MergeContext, lerp_into, release_scratch
 from harness.models.checkpoint import TORCH_DTYPES, CheckpointReader, PlannedWriter
 from harness.models.keymap import TensorPlan, detect_layout, plan_tensors
 from harness.models.pair import is_multimodal, read_config, resolve_model
@@ -78,10 +83,10 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
         memory_mb: budget of the tensor buffers (read, merged in place, written); a larger
             unit than the budget still runs, alone.
         progress: show a progress bar.
-        kernels: `auto` (fused numba kernels on CPU where they apply, loaded in the background
-            meanwhile the torch path runs), `fused` (always, loaded on first use) or `torch`
-            (the chunked torch path everywhere); all give the same bits
-            (harness/merge/fused.py, harness/merge/kernels.py).
+        kernels: the optional CPU accelerator (harness/merge/accel.py): `auto` (fused numba
+            kernels on CPU where they apply, loaded in the background meanwhile the methods'
+            definitions run), `fused` (always, loaded on first use) or `torch` (never); all
+            give the same bits.
 
     Returns:
         The merge report (what merge.json holds).
@@ -92,9 +97,9 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
     p = make_params(spec, params)
     base_dir, tuned_dir = resolve_model(base), resolve_model(mllm)
     dev = pick_device(device)
-    if kernels not in KERNEL_SETTINGS:
+    if kernels not in accel.KERNEL_SETTINGS:
         raise ConfigError(f"merge.kernels={kernels!r} is not valid; choose one of "
-                          f"{', '.join(KERNEL_SETTINGS)}")
+                          f"{', '.join(accel.KERNEL_SETTINGS)}")
     out = Path(out)
     base_reader, tuned_reader = CheckpointReader(base_dir), CheckpointReader(tuned_dir)
     identity = {
@@ -164,9 +169,9 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
              memory_mb: int, kernels: str) -> dict:
     start = time.perf_counter()
     if kernels == "auto" and dev.type == "cpu":  # loads while the merge starts on the torch path
-        preload(spec.fused, {TORCH_DTYPES.get(tuned_reader.dtype_name(n))
-                             for n in tuned_reader.names()},
-                sum(math.prod(tuned_reader.shape(n)) for n in tuned_reader.names()))
+        accel.preload(spec, {TORCH_DTYPES.get(tuned_reader.dtype_name(n))
+                                  for n in tuned_reader.names()},
+                      sum(math.prod(tuned_reader.shape(n)) for n in tuned_reader.names()))
     base_cfg, tuned_cfg = read_config(base_reader.directory), read_config(tuned_reader.directory)
     multimodal = is_multimodal(tuned_cfg)
     tuned_names = tuned_reader.names()
@@ -190,7 +195,7 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
     mllm_writer = PlannedWriter(out / "mllm", [(pl.tuned, *spec_of[pl.tuned]) for pl in order],
                                 shard_bytes) if multimodal else None
     pool = BufferPool(int(memory_mb) * 1024 * 1024)
-    ctx = MergeContext(seed=seed, kernels=kernels)
+    ctx = MergeContext(seed=seed)
     located: dict[str, dict[str, list[int]]] = {}
     bar = tqdm(total=tuned_reader.nbytes(), unit="B", unit_scale=True, disable=not progress,
                desc=f"merge {spec.name}", dynamic_ncols=True)
@@ -205,7 +210,7 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
                     if i + 1 < len(units):
                         pending = prefetch.submit(_load_unit, pool, base_reader, tuned_reader,
                                                   units[i + 1], spec.reads_base)
-                    _merge_unit(spec, p, unit, loaded, ctx, dev, located)
+                    _merge_unit(spec, p, unit, loaded, ctx, dev, located, kernels)
                     for plan, item in zip(unit, loaded):
                         _check_finite(plan, item.tuned, spec.name)
                         if item.base_buf is not None:
@@ -336,8 +341,8 @@ def _check_finite(plan: TensorPlan, out: torch.Tensor, method: str) -> None:
                          f"both inputs are finite and the parameters are sane")
 
 
-def _merge_unit(spec, p, unit: list[TensorPlan], loaded: list[_Loaded], ctx: MergeContext,
-                dev: torch.device, located: dict) -> None:
+def _merge_unit(spec: Method, p, unit: list[TensorPlan], loaded: list[_Loaded],
+                ctx: MergeContext, dev: torch.device, located: dict, kernels: str) -> None:
     """Merge one unit, writing each result over its tuned tensor (rows shared with the base;
     extra vocabulary rows stay the tuned model's). On a GPU the inputs go there and the result
     comes back into the same CPU buffer."""
@@ -355,15 +360,56 @@ def _merge_unit(spec, p, unit: list[TensorPlan], loaded: list[_Loaded], ctx: Mer
     if not work:
         return
     if spec.kind == "group" and parse_role(work[0][0].base):
-        from harness.merge.methods.neuron_fusion import merge_neuron_fusion
-
+        layer = parse_role(work[0][0].base)[0]
         roles = {parse_role(pl.base)[1]: (b, t) for pl, b, t, _ in work}
-        _, loc = merge_neuron_fusion({r: b for r, (b, _) in roles.items()},
-                                     {r: t for r, (_, t) in roles.items()}, p, ctx)
-        located.setdefault(str(parse_role(work[0][0].base)[0]), {}).update(loc)
+        found = merge_group(spec, {r: b for r, (b, _) in roles.items()},
+                            {r: t for r, (_, t) in roles.items()}, p, ctx)
+        located.setdefault(str(layer), {}).update(found)
     else:
         for plan, base, tuned, _ in work:
-            spec.fn(base, tuned, p, dataclasses.replace(ctx, name=plan.base))
+            merge_tensor(spec, base, tuned, p, dataclasses.replace(ctx, name=plan.base), kernels)
     if dev.type != "cpu":
         for _, _, gpu, view in work:
             view.copy_(gpu)
+
+
+def merge_tensor(spec: Method, base: torch.Tensor, tuned: torch.Tensor, p, ctx: MergeContext,
+                 kernels: str = "torch") -> torch.Tensor:
+    """One tensor of a `tensor` method (or outside the groups of a `group` one), written over
+    `tuned`: the accelerator when `kernels` allows and it takes the pair, else the method's
+    weight and the chunked lerp (harness/merge/stream.py)."""
+    if accel.try_merge(spec, base, tuned, p, ctx, kernels):
+        return tuned
+    return apply_weight(base, tuned, spec.weight(base, tuned, p, ctx), ctx, spec.rows)
+
+
+def merge_group(spec: Method, bases: dict[str, torch.Tensor], tuneds: dict[str, torch.Tensor],
+                p, ctx: MergeContext) -> dict:
+    """One neuron group of a `group` method (role → tensor), each role written over its tuned
+    tensor with its per-row or per-column weights; returns what the method located."""
+    weights, found = spec.group_weight(bases, tuneds, p, ctx)
+    for role, base in bases.items():
+        w = weights[role]
+        if isinstance(w, tuple):
+            vector, axis = w
+
+            def w(lo, hi, fb, ft, vector=vector, axis=axis):
+                return (vector[lo:hi, None] if axis == 0 else vector[None, :]).expand_as(fb)
+
+            lerp_into(base, tuneds[role], w, ctx, rows=True)
+        else:
+            apply_weight(base, tuneds[role], w, ctx)
+    return found
+
+
+def apply_weight(base: torch.Tensor, tuned: torch.Tensor, w, ctx: MergeContext,
+                 rows: bool = False) -> torch.Tensor:
+    """tuned ← lerp(base, tuned, w) for a method's weight w (a float, a chunk weight, BASE or
+    TUNED; harness/merge/registry.py)."""
+    if isinstance(w, str):
+        if w == BASE:
+            return tuned.copy_(base)
+        if w == TUNED:
+            return tuned
+        raise MergeError(f"unknown weight {w!r} for {ctx.name}")
+    return lerp_into(base, tuned, w, ctx, rows=rows)

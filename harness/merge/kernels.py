@@ -30,7 +30,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from harness.merge.fused import FUSED_DTYPES as DTYPES
+from harness.merge.accel import DTYPES
 from harness.merge.select import (
     _SAMPLE,
     bracket_margin,
@@ -1008,7 +1008,7 @@ def della(base: torch.Tensor, tuned: torch.Tensor, seed: int, density: float, ep
 
 def warm(family: str, dtype: torch.dtype) -> None:
     """Load (or compile into numba's on-disk cache) every kernel of `family` (topk, dare, della;
-    see harness/merge/fused.py) for `dtype`, by running it on small tensors."""
+    see harness/merge/accel.py) for `dtype`, by running it on small tensors."""
     g = torch.Generator().manual_seed(0)
     for shape in ((64,), (4 * _SAMPLE // 64 + 1, 64)):  # the band path; the sub-band path
         base = torch.randn(shape, generator=g).to(dtype)

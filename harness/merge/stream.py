@@ -1,7 +1,8 @@
-"""Chunked in-place merge kernels: how every method turns (base, tuned) into the merged tensor.
+"""The chunked in-place lerp: how the engine turns (base, tuned, a method's weight) into the
+merged tensor.
 
 Every method is θ = lerp(θ_base, θ_tuned, w) = θ_base + w·(θ_tuned − θ_base) with a scalar or
-per-entry weight w. `lerp_into` computes it chunk by chunk in float32 and writes the result, cast
+per-entry weight w (harness/merge/registry.py). `lerp_into` computes it chunk by chunk in float32 and writes the result, cast
 once to the tuned dtype, over `tuned` itself: no full-size float32 copy of either input ever
 exists, the float32 work stays in a few cache-sized scratch buffers that are reused for every
 chunk of every tensor (fresh memory costs a page fault per 4 KiB, which here costs more than the
@@ -27,13 +28,11 @@ Weight = Union[float, Callable[[int, int, torch.Tensor, torch.Tensor], Union[tor
 @dataclass(frozen=True)
 class MergeContext:
     """What a method needs besides the tensors: the run seed and the tensor's (base) name, which
-    seed stochastic methods, the chunk size in entries, and which kernels to use on CPU
-    (`auto`, `fused` or `torch`: see harness/merge/fused.py)."""
+    seed stochastic methods, and the chunk size in entries."""
 
     seed: int = 0
     name: str = ""
     chunk: int = DEFAULT_CHUNK
-    kernels: str = "auto"
 
 
 _LOCAL = threading.local()

@@ -5,9 +5,7 @@
 
 from dataclasses import dataclass
 
-import torch
-
-from harness.merge.registry import register
+from harness.merge.registry import BASE, register
 
 
 @dataclass(frozen=True)
@@ -15,9 +13,9 @@ class BaseParams:
     """No parameters."""
 
 
-def merge_base(base: torch.Tensor, tuned: torch.Tensor, p: BaseParams, ctx=None) -> torch.Tensor:
-    """The base tensor, written over `tuned` (in the tuned dtype)."""
-    return tuned.copy_(base)
+def weight(base, tuned, p: BaseParams, ctx) -> str:
+    """The base tensor, exactly (stored in the tuned dtype)."""
+    return BASE
 
 
-register("base", BaseParams, merge_base)
+register("base", BaseParams, weight, label="Base LLM", row=0)

@@ -1,18 +1,17 @@
-"""Model Breadcrumbs (Davari & Belilovsky, ECCV 2024).
+"""Model Breadcrumbs (Davari & Belilovsky, ECCV 2024), with one tuned model.
 
-Drop the g = round(gamma·n) entries of Δ with the largest |Δ| (outliers), keep the next
-k = round(density·n) largest, zero the rest.
-θ = θ_base + scale·Δ_kept
+Rank the entries of Δ by |Δ| (descending; ties: lower flat index first); drop the g =
+round(gamma·n) largest (outliers), keep the next k = round(density·n), zero the rest.
+θ = θ_base + scale·Δ_kept,   i.e. w = scale·1[g ≤ rank < g + k]
 """
 
 from dataclasses import dataclass
 
 import torch
 
-from harness.merge.fused import fused_ok
-from harness.merge.registry import check_range, register
+from harness.merge.registry import ChunkWeight, check_range, register
 from harness.merge.select import DeltaTopK
-from harness.merge.stream import MergeContext, abs_delta, lerp_into, scratch
+from harness.merge.stream import MergeContext, abs_delta
 
 
 @dataclass(frozen=True)
@@ -29,27 +28,21 @@ class BreadcrumbsParams:
         check_range("breadcrumbs", "scale", self.scale, 0.0, None)
 
 
-def merge_breadcrumbs(base: torch.Tensor, tuned: torch.Tensor, p: BreadcrumbsParams,
-                      ctx: MergeContext) -> torch.Tensor:
-    """base + scale·Δ on ranks [g, g + k) of |Δ| (descending), base elsewhere (written over
-    `tuned`); both thresholds come from one selection pass."""
+def weight(base: torch.Tensor, tuned: torch.Tensor, p: BreadcrumbsParams,
+           ctx: MergeContext) -> ChunkWeight:
+    """scale on ranks [g, g + k) of |Δ|, 0 elsewhere: in the top g + k and not in the top g
+    (one read-only pass finds both thresholds)."""
     n = base.numel()
     g = int(round(p.gamma * n))
     k = int(round(p.density * n))
-    if fused_ok(base, tuned, ctx, "topk"):
-        from harness.merge import kernels
-
-        return kernels.topk_band_merge(base, tuned, min(n, g + k), g, p.scale)
     top = DeltaTopK(base, tuned, [min(n, g + k), g], ctx)
 
-    def weight(lo, hi, fb, ft):
+    def chunk(lo: int, hi: int, fb: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
         mag = abs_delta(fb, ft)
-        w = top.mask(0, mag, out=scratch(3, fb.numel(), fb.device))
-        if g > 0:  # in the top g + k and not in the top g
-            w.sub_(top.mask(1, mag, out=scratch(5, fb.numel(), fb.device)))
-        return w if p.scale == 1.0 else w.mul_(p.scale)
+        return top.mask(0, mag).logical_and_(top.mask(1, mag).logical_not_()).float() \
+            .mul_(p.scale)
 
-    return lerp_into(base, tuned, weight, ctx)
+    return chunk
 
 
-register("breadcrumbs", BreadcrumbsParams, merge_breadcrumbs, fused="topk")
+register("breadcrumbs", BreadcrumbsParams, weight, label="Breadcrumbs", row=60)

@@ -2,17 +2,17 @@
 
 Keep each entry of Δ with probability density (u < density, u ~ U[0,1) the entry's draw from the
 tensor's seeded stream, see harness/merge/randomness.py), rescale the kept ones by 1/density.
-θ = θ_base + scale·Δ',   Δ' = Δ ⊙ 1[u < density] / density
+θ = θ_base + scale·Δ',   Δ' = Δ ⊙ 1[u < density] / density,
+i.e. w = scale/density·1[u < density]
 """
 
 from dataclasses import dataclass
 
 import torch
 
-from harness.merge.fused import fused_ok
-from harness.merge.randomness import UniformStream, tensor_seed
-from harness.merge.registry import check_range, register
-from harness.merge.stream import MergeContext, lerp_into, scratch
+from harness.merge.randomness import UniformStream
+from harness.merge.registry import ChunkWeight, check_range, register
+from harness.merge.stream import MergeContext
 
 
 @dataclass(frozen=True)
@@ -28,21 +28,15 @@ class DareParams:
         check_range("dare", "scale", self.scale, 0.0, None)
 
 
-def merge_dare(base: torch.Tensor, tuned: torch.Tensor, p: DareParams,
-               ctx: MergeContext) -> torch.Tensor:
-    """Written over `tuned`; u as in `uniform_like` of the whole tensor."""
-    if fused_ok(base, tuned, ctx, "dare"):
-        from harness.merge import kernels
-
-        return kernels.dare(base, tuned, tensor_seed(ctx.seed + p.seed, ctx.name), p.density,
-                            p.scale)
+def weight(base: torch.Tensor, tuned: torch.Tensor, p: DareParams,
+           ctx: MergeContext) -> ChunkWeight:
+    """scale/density where the entry's draw u < density, 0 elsewhere."""
     u = UniformStream(ctx.seed + p.seed, ctx.name, base.device)
 
-    def weight(lo, hi, fb, ft):
-        keep = u.next(hi - lo) < p.density
-        return torch.mul(keep, p.scale / p.density, out=scratch(3, hi - lo, fb.device))
+    def chunk(lo: int, hi: int, fb: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+        return (u.next(hi - lo) < p.density).float().mul_(p.scale / p.density)
 
-    return lerp_into(base, tuned, weight, ctx)
+    return chunk
 
 
-register("dare", DareParams, merge_dare, fused="dare", stochastic=True)
+register("dare", DareParams, weight, stochastic=True, label="DARE", row=50)

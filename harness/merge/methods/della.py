@@ -8,17 +8,16 @@ Keep an entry with probability
     p_r = density − ε + 2ε·r/(m − 1)        (p = density when m = 1)
 (u < p_r, u ~ U[0,1) the entry's draw from the tensor's seeded stream) and rescale kept
 entries by 1/p_r.
-θ = θ_base + scale·Δ',   Δ' = Δ ⊙ 1[u < p] / p
+θ = θ_base + scale·Δ',   Δ' = Δ ⊙ 1[u < p] / p,   i.e. w = scale/p·1[u < p]
 """
 
 from dataclasses import dataclass
 
 import torch
 
-from harness.merge.fused import fused_ok
-from harness.merge.randomness import UniformStream, tensor_seed
-from harness.merge.registry import check_range, register
-from harness.merge.stream import MergeContext, abs_delta, lerp_into
+from harness.merge.randomness import UniformStream
+from harness.merge.registry import ChunkWeight, check_range, register
+from harness.merge.stream import MergeContext, abs_delta
 
 
 @dataclass(frozen=True)
@@ -54,24 +53,18 @@ def keep_probability(mag: torch.Tensor, density: float, epsilon: float) -> torch
         .reshape(mag.shape)
 
 
-def merge_della(base: torch.Tensor, tuned: torch.Tensor, p: DellaParams,
-                ctx: MergeContext) -> torch.Tensor:
-    """Written over `tuned`, a chunk of whole rows at a time; u as in `uniform_like` of the whole
-    tensor."""
-    if fused_ok(base, tuned, ctx, "della"):
-        from harness.merge import kernels
-
-        return kernels.della(base, tuned, tensor_seed(ctx.seed + p.seed, ctx.name), p.density,
-                             p.epsilon, p.scale)
+def weight(base: torch.Tensor, tuned: torch.Tensor, p: DellaParams,
+           ctx: MergeContext) -> ChunkWeight:
+    """scale/p where the entry's draw u < p, 0 elsewhere; chunks of whole rows."""
     u = UniformStream(ctx.seed + p.seed, ctx.name, base.device)
 
-    def weight(lo, hi, fb, ft):
+    def chunk(lo: int, hi: int, fb: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
         prob = keep_probability(abs_delta(fb, ft), p.density, p.epsilon)
         return (u.next(prob.numel()).view(prob.shape) < prob).to(torch.float32).div_(prob) \
             .mul_(p.scale)
 
-    return lerp_into(base, tuned, weight, ctx, rows=True)
+    return chunk
 
 
-register("della", DellaParams, merge_della, fused="della", stochastic=True,
-         revision="average-rank-ties")
+register("della", DellaParams, weight, rows=True, stochastic=True, revision="average-rank-ties",
+         label="DELLA", row=70)

@@ -5,9 +5,7 @@
 
 from dataclasses import dataclass
 
-import torch
-
-from harness.merge.registry import register
+from harness.merge.registry import TUNED, register
 
 
 @dataclass(frozen=True)
@@ -15,9 +13,9 @@ class MllmParams:
     """No parameters."""
 
 
-def merge_mllm(base: torch.Tensor, tuned: torch.Tensor, p: MllmParams, ctx=None) -> torch.Tensor:
-    """Return the tuned tensor."""
-    return tuned
+def weight(base, tuned, p: MllmParams, ctx) -> str:
+    """The tuned tensor, exactly."""
+    return TUNED
 
 
-register("mllm", MllmParams, merge_mllm, reads_base=False)
+register("mllm", MllmParams, weight, reads_base=False, label="MLLM", row=10)

@@ -1,14 +1,11 @@
 """Model Soup (Wortsman et al., ICML 2022): a weighted average of the two models.
 
-θ = (1 − α)·θ_base + α·θ_tuned
+θ = (1 − α)·θ_base + α·θ_tuned,   i.e. w = α
 """
 
 from dataclasses import dataclass
 
-import torch
-
 from harness.merge.registry import check_range, register
-from harness.merge.stream import MergeContext, lerp_into
 
 
 @dataclass(frozen=True)
@@ -21,10 +18,9 @@ class ModelSoupParams:
         check_range("model_soup", "alpha", self.alpha, 0.0, 1.0)
 
 
-def merge_model_soup(base: torch.Tensor, tuned: torch.Tensor, p: ModelSoupParams,
-                     ctx: MergeContext) -> torch.Tensor:
-    """(1 − α)·base + α·tuned, written over `tuned` (lerp: exact at α = 0 and α = 1)."""
-    return lerp_into(base, tuned, p.alpha, ctx)
+def weight(base, tuned, p: ModelSoupParams, ctx) -> float:
+    """w = α for every entry."""
+    return p.alpha
 
 
-register("model_soup", ModelSoupParams, merge_model_soup)
+register("model_soup", ModelSoupParams, weight, label="Model Soup", row=20)

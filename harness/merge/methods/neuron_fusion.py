@@ -9,7 +9,8 @@ damp the change of all other neurons (they carry general language skill).
   suppress·Δ.  Tensors outside the scope (embeddings, norms, lm_head, attention when
   scope = [ffn]) get others_scale·Δ.
 θ = θ_base + w ⊙ Δ,   w = keep on located neurons, suppress on other in-scope neurons,
-                       others_scale elsewhere.
+                       others_scale elsewhere: one weight per row or column of a group's
+                       matrices (registered as kind `group`).
 Which of these choices are our reading of the paper is stated in docs/methods.md.
 """
 
@@ -26,7 +27,7 @@ from harness.merge.neurons import (
 )
 from harness.merge.registry import check_range, register
 from harness.merge.select import topk_mask
-from harness.merge.stream import MergeContext, lerp_into
+from harness.merge.stream import MergeContext
 
 SCORES = ("absolute", "relative")
 
@@ -64,14 +65,13 @@ class NeuronFusionParams:
         return {g for s in self.scope for g in SCOPES[s]}
 
 
-def merge_neuron_fusion(bases: dict[str, torch.Tensor], tuneds: dict[str, torch.Tensor],
-                        p: NeuronFusionParams, ctx: MergeContext = MergeContext()
-                        ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Merge one layer's matrix group (role → weight; roles gate/up/down or q/k/v/o).
+def group_weight(bases: dict[str, torch.Tensor], tuneds: dict[str, torch.Tensor],
+                 p: NeuronFusionParams, ctx: MergeContext
+                 ) -> tuple[dict[str, float | tuple[torch.Tensor, int]], dict]:
+    """Weights of one layer's matrix group (role → weight; roles gate/up/down or q/k/v/o).
 
-    Returns (role → merged weight, written over the tuned tensors) and located info
-    (group → sorted list of located neuron indices). Roles outside the scope get others_scale.
-    Scores and the merge run over chunks of rows (harness/merge/stream.py).
+    Returns role → (per-neuron weights, axis of the neuron index) for roles in scope and
+    others_scale for the rest, and the located neurons (group → sorted list of indices).
     """
     in_scope = p.groups()
     sq, base_sq = {}, {}
@@ -89,25 +89,17 @@ def merge_neuron_fusion(bases: dict[str, torch.Tensor], tuneds: dict[str, torch.
         mask = topk_mask(s, located_count(s.numel(), p.ratio))
         located[group] = mask.nonzero().reshape(-1).tolist()
         weights[group] = torch.where(mask, p.keep, p.suppress).to(torch.float32)
-    merged = {}
-    for role, base in bases.items():
+    out: dict[str, float | tuple[torch.Tensor, int]] = {}
+    for role in bases:
         group, axis = ROLES[role]
-        if group in weights:
-            w = weights[group]
-
-            def weight(lo, hi, fb, ft, w=w, axis=axis):
-                return (w[lo:hi, None] if axis == 0 else w[None, :]).expand_as(fb)
-
-            merged[role] = lerp_into(base, tuneds[role], weight, ctx, rows=True)
-        else:
-            merged[role] = lerp_into(base, tuneds[role], p.others_scale, ctx)
-    return merged, located
+        out[role] = (weights[group], axis) if group in weights else p.others_scale
+    return out, located
 
 
-def merge_outside_scope(base: torch.Tensor, tuned: torch.Tensor, p: NeuronFusionParams,
-                        ctx: MergeContext) -> torch.Tensor:
-    """Tensors that belong to no neuron group: base + others_scale·Δ (written over `tuned`)."""
-    return lerp_into(base, tuned, p.others_scale, ctx)
+def weight(base, tuned, p: NeuronFusionParams, ctx) -> float:
+    """Tensors that belong to no neuron group: w = others_scale."""
+    return p.others_scale
 
 
-register("neuron_fusion", NeuronFusionParams, merge_outside_scope, kind="group")
+register("neuron_fusion", NeuronFusionParams, weight, kind="group", group_weight=group_weight,
+         label="Neuron-Fusion", row=80)

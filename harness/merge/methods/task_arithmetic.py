@@ -1,14 +1,11 @@
 """Task Arithmetic (Ilharco et al., ICLR 2023): add a scaled task vector to the base.
 
-θ = θ_base + scale·Δ,   Δ = θ_tuned − θ_base
+θ = θ_base + scale·Δ,   Δ = θ_tuned − θ_base,   i.e. w = scale
 """
 
 from dataclasses import dataclass
 
-import torch
-
 from harness.merge.registry import check_range, register
-from harness.merge.stream import MergeContext, lerp_into
 
 
 @dataclass(frozen=True)
@@ -21,10 +18,9 @@ class TaskArithmeticParams:
         check_range("task_arithmetic", "scale", self.scale, 0.0, None)
 
 
-def merge_task_arithmetic(base: torch.Tensor, tuned: torch.Tensor, p: TaskArithmeticParams,
-                          ctx: MergeContext) -> torch.Tensor:
-    """base + scale·(tuned − base), written over `tuned` (lerp: exact at scale 0 and 1)."""
-    return lerp_into(base, tuned, p.scale, ctx)
+def weight(base, tuned, p: TaskArithmeticParams, ctx) -> float:
+    """w = scale for every entry."""
+    return p.scale
 
 
-register("task_arithmetic", TaskArithmeticParams, merge_task_arithmetic)
+register("task_arithmetic", TaskArithmeticParams, weight, label="Task Arithmetic", row=30)

@@ -1,18 +1,18 @@
 """TIES-Merging (Yadav et al., NeurIPS 2023), with one tuned model.
 
-Trim: keep the k = round(density·n) entries of Δ with the largest |Δ| in each tensor, zero the
-rest. Elect sign / disjoint merge: with a single tuned model these are the identity.
-θ = θ_base + scale·Δ_kept
+Trim: keep the k = round(density·n) entries of Δ with the largest |Δ| in each tensor (ties at
+the threshold: lower flat index first), zero the rest. Elect sign / disjoint merge: with a
+single tuned model these are the identity.
+θ = θ_base + scale·Δ_kept,   i.e. w = scale·1[|Δ| in the top k]
 """
 
 from dataclasses import dataclass
 
 import torch
 
-from harness.merge.fused import fused_ok
-from harness.merge.registry import check_range, register
+from harness.merge.registry import ChunkWeight, check_range, register
 from harness.merge.select import DeltaTopK
-from harness.merge.stream import MergeContext, abs_delta, lerp_into, scratch
+from harness.merge.stream import MergeContext, abs_delta
 
 
 @dataclass(frozen=True)
@@ -27,21 +27,15 @@ class TiesParams:
         check_range("ties", "scale", self.scale, 0.0, None)
 
 
-def merge_ties(base: torch.Tensor, tuned: torch.Tensor, p: TiesParams,
-               ctx: MergeContext) -> torch.Tensor:
-    """base + scale·Δ on the top-k |Δ| entries, base elsewhere (written over `tuned`)."""
-    k = int(round(p.density * base.numel()))
-    if fused_ok(base, tuned, ctx, "topk"):
-        from harness.merge import kernels
+def weight(base: torch.Tensor, tuned: torch.Tensor, p: TiesParams,
+           ctx: MergeContext) -> ChunkWeight:
+    """scale on the top-k |Δ| entries, 0 elsewhere (one read-only pass finds the threshold)."""
+    top = DeltaTopK(base, tuned, [int(round(p.density * base.numel()))], ctx)
 
-        return kernels.topk_band_merge(base, tuned, k, 0, p.scale)
-    top = DeltaTopK(base, tuned, [k], ctx)
+    def chunk(lo: int, hi: int, fb: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+        return top.mask(0, abs_delta(fb, ft)).float().mul_(p.scale)
 
-    def weight(lo, hi, fb, ft):
-        w = top.mask(0, abs_delta(fb, ft), out=scratch(3, fb.numel(), fb.device))
-        return w if p.scale == 1.0 else w.mul_(p.scale)
-
-    return lerp_into(base, tuned, weight, ctx)
+    return chunk
 
 
-register("ties", TiesParams, merge_ties, fused="topk")
+register("ties", TiesParams, weight, label="TIES", row=40)
