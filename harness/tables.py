@@ -343,8 +343,9 @@ def generation_outputs(out: Path, runs_dir: Path, records: list[dict], part: pd.
 
         answers = Judge(judge).relabel(answers)
         notes.append(f"Categories of the answers the metric marks wrong by the judge {judge}.")
+    rows = method_rows()
     return generation_tables(out, pair, suite, answers, chosen, run_configs,
-                             [m for m, _ in ROWS], LABELS, notes, plots=plots)
+                             [m for m, _ in rows], dict(rows), notes, plots=plots)
 
 
 def build_tables(results: Path, plots: bool = True, select: str | None = None,
