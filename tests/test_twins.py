@@ -63,7 +63,7 @@ def test_build_is_cached(twins, twin_paths, caplog):
         again = resolve_pair(_pair_cfg(name), twin_paths)
     assert (again.base, again.mllm) == (first.base, first.mllm) and again.multimodal
     assert (again.mllm / "model.safetensors").stat().st_mtime_ns == stamp
-    assert "reusing the twin pair" in caplog.text
+    assert "reusing the llava15_vicuna twin pair" in caplog.text
     assert first.base.parent.parent.name == name
 
 

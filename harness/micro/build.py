@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -17,6 +13,7 @@ from omegaconf import OmegaConf
 
 from harness import numerics
 from harness.micro import world as W
+from harness.models.build_once import DONE, build_once
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +26,6 @@ DEFAULT_BUILD = {
     "visual": {"steps": 1500, "batch": 32, "lr": 1e-3, "n_train": 1500},
     "threads": 2,
 }
-DONE = "build.json"
 
 
 def build_key(build_cfg: dict) -> str:
@@ -82,34 +78,10 @@ def build_pair(out: Path, build_cfg: dict, progress: bool = True) -> dict:
     return stats
 
 
-@contextlib.contextmanager
-def _lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_built(build_cfg: dict, root: Path, progress: bool = True) -> Path:
     """The directory of a complete build of `build_cfg` under `root`, building it if missing."""
-    final = Path(root) / build_key(build_cfg)
-    with _lock(Path(root) / f".{final.name}.lock"):
-        if (final / DONE).is_file():
-            return final
-        log.info("building the micro pair into %s (once; cached afterwards)", final)
-        tmp = Path(root) / f".{final.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            stats = build_pair(tmp, build_cfg, progress)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        log.info("micro pair built in %.0f s", stats["seconds"])
-    return final
+    return build_once(root, build_key(build_cfg), "micro pair",
+                      lambda tmp: build_pair(tmp, build_cfg, progress))
 
 
 def ensure_pair(pair_cfg, cache_root: Path, progress: bool = True) -> tuple[Path, Path]:

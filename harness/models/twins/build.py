@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from harness.models.build_once import DONE, build_once
 from harness.models.tiny import _perturb_, set_layout
 from harness.models.twins.kinds import (
     ANYRES_GRID,
@@ -24,7 +23,6 @@ log = logging.getLogger(__name__)
 
 MM_TOKENS = ("<image>", "<pad>")  # appended after the base vocabulary, as llava-hf did
 VOCAB_MULTIPLE = 64               # llava-hf padded the text vocabulary to a multiple of 64
-DONE = "build.json"
 
 
 def make_tokenizer(kind: TwinKind, vocab: int, seed: int):
@@ -225,22 +223,4 @@ def build_pair(out: Path, spec: dict) -> dict:
 
 def ensure_built(spec: dict, root: Path, key: str) -> Path:
     """The directory of a complete build of `spec` under `root/<key>`, building it if missing."""
-    from harness.micro.build import _lock
-
-    final = Path(root) / key
-    with _lock(Path(root) / f".{key}.lock"):
-        if (final / DONE).is_file():
-            log.info("reusing the twin pair in %s", final)
-            return final
-        log.info("building the %s twin pair into %s (once; cached afterwards)", spec["kind"],
-                 final)
-        tmp = Path(root) / f".{key}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            stats = build_pair(tmp, spec)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        log.info("twin pair built in %.1f s", stats["seconds"])
-    return final
+    return build_once(root, key, f"{spec['kind']} twin pair", lambda tmp: build_pair(tmp, spec))
