@@ -203,3 +203,38 @@ def test_nan_in_base_is_named(tmp_path, tiny_llava_new):
     with pytest.raises(MergeError, match="model.language_model.norm.weight has NaN or Inf"):
         merge_checkpoints(base, tiny_llava_new, "ties", {}, out=tmp_path / "m", progress=False)
     assert not (tmp_path / "m").exists()
+
+
+MULTIMODAL_ONLY = ("{% for m in messages %}<|{{ m['role'] }}|>{% for c in m['content'] %}"
+                   "{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}\n"
+                   "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def test_llm_output_keeps_a_chat_template_that_keeps_plain_text(tmp_path, tiny_llama,
+                                                                 tiny_llava_new):
+    """A tuned model whose chat_template.jinja is a processor's multimodal template (it drops a
+    plain-string message): out/llm takes the base LLM's template; out/mllm keeps the tuned one."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from harness.merge.outputs import PROBE, keeps_text
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(tiny_llava_new, tuned)
+    (tuned / "chat_template.jinja").write_text(MULTIMODAL_ONLY)
+    assert not keeps_text(MULTIMODAL_ONLY)
+    out = tmp_path / "ta"
+    merge_checkpoints(tiny_llama, tuned, "task_arithmetic", {}, out=out, progress=False)
+    assert (out / "mllm" / "chat_template.jinja").read_text() == MULTIMODAL_ONLY
+    text = AutoTokenizer.from_pretrained(out / "llm").apply_chat_template(
+        [{"role": "user", "content": PROBE}], tokenize=False, add_generation_prompt=True)
+    assert PROBE in text
+    base = AutoTokenizer.from_pretrained(tiny_llama).apply_chat_template(
+        [{"role": "user", "content": PROBE}], tokenize=False, add_generation_prompt=True)
+    assert text == base
+    # a template that keeps plain text is the tuned model's own, unchanged
+    merge_checkpoints(tiny_llama, tiny_llava_new, "task_arithmetic", {}, out=tmp_path / "ok",
+                      progress=False)
+    assert (tmp_path / "ok" / "llm" / "chat_template.jinja").read_bytes() == \
+        (tiny_llava_new / "chat_template.jinja").read_bytes()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 from harness.errors import MergeError
 from harness.models.checkpoint import INDEX_NAME, WEIGHT_SUFFIXES
+
+log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "tokenizer.model", "added_tokens.json", "vocab.json", "merges.txt",
@@ -83,3 +86,76 @@ def write_llm_files(out: Path, tuned_dir: Path, base_dir: Path, tuned_cfg: dict,
     for name in TOKENIZER_FILES:
         if (source / name).is_file():
             shutil.copy2(source / name, out / name)
+    keep_text_template(out, base_dir)
+
+
+PROBE = "What is the capital of France?"
+
+
+def chat_template(directory: Path) -> str | None:
+    """The chat template a tokenizer loaded from `directory` uses: chat_template.jinja, else
+    tokenizer_config.json's `chat_template` (a string, or the `default` of a named list)."""
+    import json
+
+    jinja = Path(directory) / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    config = Path(directory) / "tokenizer_config.json"
+    try:
+        template = json.loads(config.read_text()).get("chat_template")
+    except (OSError, ValueError):
+        return None
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    return template if isinstance(template, str) else None
+
+
+def keeps_text(template: str) -> bool:
+    """True when `template` renders a plain-string user message with its text. A processor's
+    multimodal template iterates content parts and silently drops a string."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def fail(message):
+        raise ValueError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = fail
+    try:
+        text = env.from_string(template).render(
+            messages=[{"role": "user", "content": PROBE}], add_generation_prompt=True,
+            bos_token="", eos_token="", pad_token="", unk_token="")
+    except Exception:  # a template that fails on a string message drops it just the same
+        return False
+    return PROBE in text
+
+
+def keep_text_template(out: Path, base_dir: Path) -> None:
+    """out/llm is a text-only model: its chat template must keep a plain-string message. When
+    the tuned model's is a multimodal one that drops it (a processor's chat_template.jinja saved
+    beside the tokenizer), out/llm gets the base LLM's template instead, or none (lm-eval then
+    fails clearly when eval.chat_template=true) when the base has none that works either."""
+    template = chat_template(out)
+    (out / "chat_template.json").unlink(missing_ok=True)  # a processor file; out/llm has none
+    if template is None or keeps_text(template):
+        return
+    base = chat_template(base_dir)
+    _drop_template(out)
+    if base is not None and keeps_text(base):
+        (out / "chat_template.jinja").write_text(base)
+        log.warning("out/llm: the tuned model's chat template drops plain-text messages (a "
+                    "multimodal processor template); out/llm uses the base LLM's (%s)", base_dir)
+    else:
+        log.warning("out/llm: the tuned model's chat template drops plain-text messages and the "
+                    "base LLM has none that keeps them; out/llm has no chat template")
+
+
+def _drop_template(out: Path) -> None:
+    import json
+
+    (out / "chat_template.jinja").unlink(missing_ok=True)
+    config = out / "tokenizer_config.json"
+    if config.is_file():
+        data = json.loads(config.read_text())
+        if data.pop("chat_template", None) is not None:
+            config.write_text(json.dumps(data, indent=2))
