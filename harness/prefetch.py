@@ -67,20 +67,15 @@ def write_mirror(eval_cfg, root: Path) -> list[str]:
     when online)."""
     from datasets import load_dataset
 
-    from harness.eval import lm_eval_runner, lmms_eval_runner
+    from harness.eval import task_managers
     from harness.eval.local_tasks import render_task_dirs
-    from harness.eval.mirror import data_needs, write_repo
+    from harness.eval.mirror import suite_data_needs, write_repo
     from harness.eval.suite import load_benchmarks, task_paths
 
     benches = load_benchmarks(eval_cfg)
-    needs = []
     with tempfile.TemporaryDirectory() as scratch:
         task_dirs = render_task_dirs(task_paths(eval_cfg), Path(scratch))
-        for tool, runner in (("lm-eval", lm_eval_runner), ("lmms-eval", lmms_eval_runner)):
-            mine = [b for b in benches if b.tool == tool]
-            if mine:
-                manager = runner.task_manager(mine, task_dirs)
-                needs += [n for b in mine for n in data_needs(b, manager)]
+        needs = suite_data_needs(benches, task_managers(benches, task_dirs))
     repos: dict[str, dict] = {}
     for need in needs:
         configs = repos.setdefault(need.path, {})

@@ -125,18 +125,15 @@ def test_the_rehearsal_mirror_holds_everything_paper13_reads(tmp_path):
 
     from omegaconf import OmegaConf
 
-    from harness.eval import lm_eval_runner, lmms_eval_runner
+    from harness.eval import task_managers
+    from harness.eval.mirror import suite_data_needs
     from harness.eval.suite import load_benchmarks
     from harness.rehearsal import write_mirror
 
     write_mirror(tmp_path)
     suite = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf/eval/paper13.yaml")
     benches = load_benchmarks(suite)
-    needs = []
-    for tool, runner in (("lm-eval", lm_eval_runner), ("lmms-eval", lmms_eval_runner)):
-        mine = [b for b in benches if b.tool == tool]
-        manager = runner.task_manager(mine, [])
-        needs += [n for b in mine for n in data_needs(b, manager)]
+    needs = suite_data_needs(benches, task_managers(benches, []))
     assert {n.benchmark for n in needs} == {b.name for b in benches}
     assert len([n for n in needs if n.path == "cais/mmlu"]) == 57
     check_mirror(tmp_path, needs, "paper13")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness.errors import EvalError
 from harness.eval.local_tasks import render_task_dirs
-from harness.eval.mirror import check_mirror, data_needs
+from harness.eval.mirror import check_mirror, suite_data_needs
 from harness.eval.suite import data_root, load_benchmarks, task_paths
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,15 @@ def offline_defaults() -> None:
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(var, "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def task_managers(benches, task_dirs: list[Path]) -> dict:
+    """tool → its task index, for the tools `benches` use (EvalError for an unknown task)."""
+    from harness.eval import lm_eval_runner, lmms_eval_runner
+
+    runners = {"lm-eval": lm_eval_runner, "lmms-eval": lmms_eval_runner}
+    return {tool: runner.task_manager([b for b in benches if b.tool == tool], task_dirs)
+            for tool, runner in runners.items() if any(b.tool == tool for b in benches)}
 
 
 def evaluate(eval_cfg, llm_dir: Path, mllm_dir: Path | None, run_dir: Path, seed: int = 0) -> dict:
@@ -61,18 +70,16 @@ def evaluate(eval_cfg, llm_dir: Path, mllm_dir: Path | None, run_dir: Path, seed
     from harness.eval import lm_eval_runner, lmms_eval_runner
 
     # every task and every dataset is checked before the first model loads
-    lm_tasks = lm_eval_runner.task_manager(language, task_dirs) if language else None
-    lmms_tasks = lmms_eval_runner.task_manager(vision, task_dirs) if vision else None
+    managers = task_managers(benches, task_dirs)
     if root is not None:
-        needs = [n for b in language for n in data_needs(b, lm_tasks)]
-        needs += [n for b in vision for n in data_needs(b, lmms_tasks)]
-        check_mirror(root, needs, eval_cfg.name)
+        check_mirror(root, suite_data_needs(benches, managers), eval_cfg.name)
     scores = {}
     if language:
         cache = llm_dir.parent / "eval_cache"  # one cache per checkpoint
-        scores.update(lm_eval_runner.run_lm_eval(language, llm_dir, run_dir, lm_tasks, eval_cfg,
-                                                 device, seed, cache, root))
+        scores.update(lm_eval_runner.run_lm_eval(language, llm_dir, run_dir, managers["lm-eval"],
+                                                 eval_cfg, device, seed, cache, root))
     if vision:
-        scores.update(lmms_eval_runner.run_lmms_eval(vision, mllm_dir, run_dir, lmms_tasks,
-                                                     eval_cfg, device, seed, root))
+        scores.update(lmms_eval_runner.run_lmms_eval(vision, mllm_dir, run_dir,
+                                                     managers["lmms-eval"], eval_cfg, device,
+                                                     seed, root))
     return {b.name: scores[b.name] for b in benches}

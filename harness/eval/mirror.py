@@ -124,6 +124,12 @@ def data_needs(bench: Benchmark, manager) -> list[DataNeed]:
     return list(needs.values()) + extra
 
 
+def suite_data_needs(benches: list[Benchmark], managers: dict) -> list[DataNeed]:
+    """What every benchmark of a suite reads; `managers` maps each tool to its task index
+    (harness.eval.task_managers)."""
+    return [n for b in benches for n in data_needs(b, managers[b.tool])]
+
+
 def _front_matter(readme: Path) -> dict:
     text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
     if not text.startswith("---"):
