@@ -4,11 +4,12 @@ mergekit, on a synthetic pair with a real Llama / LLaVA layout.
 Builds (once, cached under `<cache>/bench/<size>`) a bf16 base LLM and a LLaVA whose language
 model is the base plus noise, then measures, alternating repetitions, each in a fresh process so
 its peak RSS is its own:
-- `floor`: read every tensor of both inputs and write the output tensors (out/llm and out/mllm,
-  the harness's own writer and format), no arithmetic;
+- `floor`: the engine's whole path (every tensor of both inputs read, out/llm and out/mllm
+  written, merge.json) by a method that keeps the tuned tensor: no arithmetic;
 - every merge method of the harness (LLM ↔ LLaVA, device cpu);
 - mergekit (installed by the bench in its own venv) on the same language-model tensors for the
-  methods it has (LLM ↔ LLM), unless `--no-mergekit`.
+  methods it has (LLM ↔ LLM), unless `--no-mergekit`, with its performance flags
+  (`mergekit_flags`: asynchronous writes, one thread per core, `--cuda` for `--device cuda`).
 Prints seconds (median), ratio to the floor, ratio to mergekit and peak RSS, and writes
 results/bench/bench_<size>.{md,json}.
 """
@@ -23,11 +24,13 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from harness.merge.buffers import MEMORY_MB
+from harness.merge.registry import TUNED, register
 
 SIZES = {
     # about 1.1 B parameters in the language model (the issue's default) and half of it
@@ -122,54 +125,6 @@ def peak_rss_mb():
             return int(line.split()[1]) / 1024
 """
 
-_FLOOR = _PEAK + """
-import json, sys, time
-import harness  # first, as in the CLI: it sets the OpenMP wait policy before torch loads
-import transformers  # imported before timing in every measurement
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from harness.merge.buffers import BufferPool
-from harness.merge.engine import _release_after  # the engine's own hand-back of buffers
-from harness.models.checkpoint import CheckpointReader, PlannedWriter
-from harness.models.keymap import detect_layout, to_base_name
-base, tuned, out = map(Path, sys.argv[1:4])
-t = time.perf_counter()
-b, m = CheckpointReader(base), CheckpointReader(tuned)
-layout = detect_layout(m.names(), str(tuned))
-entries = [(n, m.shape(n), m.dtype_name(n)) for n in m.names()]
-lw = PlannedWriter(out / "llm", [(to_base_name(n, layout), s, d) for n, s, d in entries
-                                 if to_base_name(n, layout)], 2000 * 2**20)
-mw = PlannedWriter(out / "mllm", entries, 2000 * 2**20)
-# the engine's I/O path without arithmetic: the same pool, budget and positioned reads, the
-# next tensor pair read on a prefetch thread while the writers write the current one
-pool = BufferPool(int(sys.argv[4]) * 2**20)
-base_names = set(b.names())
-def load(name):
-    buf = pool.take(m.nbytes_of(name))
-    x = m.read_into(name, buf)
-    llm = to_base_name(name, layout)
-    bbuf = None
-    if llm in base_names:
-        bbuf = pool.take(b.nbytes_of(llm), buf.numel())
-        b.read_into(llm, bbuf)
-    return name, llm, buf, x, bbuf
-names = m.names()
-with ThreadPoolExecutor(max_workers=1) as prefetch:
-    pending = prefetch.submit(load, names[0])
-    for i in range(len(names)):
-        name, llm, buf, x, bbuf = pending.result()
-        if i + 1 < len(names):
-            pending = prefetch.submit(load, names[i + 1])
-        if bbuf is not None:
-            pool.give(bbuf)
-        cb = _release_after(2 if llm else 1, pool, buf)
-        mw.add(name, x, cb)
-        if llm:
-            lw.add(llm, x, cb)
-lw.close(); mw.close()
-print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb()}))
-"""
-
 _WARM_KERNELS = """
 import torch
 from harness.merge import kernels
@@ -182,8 +137,10 @@ _MERGE = _PEAK + """
 import json, sys, time
 import harness
 import transformers
+from harness.bench import register_floor
 from harness.merge import merge_checkpoints
 from harness.merge.registry import get_method
+register_floor()
 get_method("base")
 t = time.perf_counter()
 merge_checkpoints(sys.argv[1], sys.argv[2], sys.argv[4], json.loads(sys.argv[5]), out=sys.argv[3],
@@ -191,6 +148,29 @@ merge_checkpoints(sys.argv[1], sys.argv[2], sys.argv[4], json.loads(sys.argv[5])
                   kernels=sys.argv[8])
 print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb()}))
 """
+
+
+@dataclass(frozen=True)
+class FloorParams:
+    """No parameters."""
+
+
+def _keep_tuned(base, tuned, p: FloorParams, ctx) -> str:
+    return TUNED
+
+
+def register_floor() -> None:
+    """Register `floor`, a method that reads both inputs and writes the tuned tensor unchanged:
+    a merge by it is the engine's whole path (reads into the pool, prefetch, finiteness check,
+    both writers, the output files) without any method's arithmetic. Called only in the bench's
+    own measuring processes, so the floor never appears among the harness's methods."""
+    register("floor", FloorParams, _keep_tuned)
+
+
+def _merge_args(base: Path, tuned: Path, out: Path, method: str, params: dict, device: str,
+                memory_mb: int, kernels: str) -> list[str]:
+    return [str(base), str(tuned), str(out), method, json.dumps(params), device, str(memory_mb),
+            kernels]
 
 
 def _run(code: str, *args: str) -> dict:
@@ -212,7 +192,16 @@ def _mergekit(venv: Path) -> Path:
     return venv / "bin" / "mergekit-yaml"
 
 
-def _run_mergekit(exe: Path, base: Path, tuned_llm: Path, out: Path, method: str) -> dict:
+def mergekit_flags(device: str) -> list[str]:
+    """mergekit-yaml's performance options at their best for this machine: its README's
+    `--lazy-unpickle` (no effect on safetensors inputs), asynchronous shard writes, one thread
+    per core, and the GPU when the harness merges on one."""
+    flags = ["--lazy-unpickle", "--async-write", "-j", str(os.cpu_count() or 1)]
+    return flags + (["--cuda"] if device.startswith("cuda") else [])
+
+
+def _run_mergekit(exe: Path, base: Path, tuned_llm: Path, out: Path, method: str,
+                  flags: list[str]) -> dict:
     name, params = MERGEKIT[method]
     cfg = out.parent / f"mergekit_{method}.yml"
     lines = [f"merge_method: {name}", f"base_model: {base}", "dtype: bfloat16", "models:",
@@ -225,7 +214,7 @@ def _run_mergekit(exe: Path, base: Path, tuned_llm: Path, out: Path, method: str
             "r = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
             "print(json.dumps({'seconds': time.perf_counter() - t, 'peak_rss_mb': r}))\n")
     return _run(code, str(exe), str(cfg), str(out), "--no-copy-tokenizer",
-                "--no-write-model-card")
+                "--no-write-model-card", *flags)
 
 
 def _clear_outputs(scratch: Path) -> None:
@@ -263,7 +252,8 @@ def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: 
     _clear_outputs(scratch)  # what an interrupted bench left (each about twice the model)
     try:
         _run(_WARM_KERNELS)
-        _run(_FLOOR, str(base), str(tuned), str(scratch / "warmup"), str(memory_mb))
+        _run(_MERGE, *_merge_args(base, tuned, scratch / "warmup", "floor", {}, device,
+                                  memory_mb, kernels))
         _clear_outputs(scratch)
         for rep in range(reps):
             order = ["floor"] + methods + ([f"mergekit:{m}" for m in methods if m in MERGEKIT]
@@ -274,13 +264,12 @@ def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: 
                 # close to the kernel's dirty limit, and the previous run's writeback would
                 # otherwise land on this one (measured: the same floor 3.0 s or 5.4 s)
                 os.sync()
-                if item == "floor":
-                    r = _run(_FLOOR, str(base), str(tuned), str(out), str(memory_mb))
-                elif item.startswith("mergekit:"):
-                    r = _run_mergekit(exe, base, tuned_llm, out, item.split(":")[1])
+                if item.startswith("mergekit:"):
+                    r = _run_mergekit(exe, base, tuned_llm, out, item.split(":")[1],
+                                      mergekit_flags(device))
                 else:
-                    r = _run(_MERGE, str(base), str(tuned), str(out), item,
-                             json.dumps(METHODS[item]), device, str(memory_mb), kernels)
+                    r = _run(_MERGE, *_merge_args(base, tuned, out, item, METHODS.get(item, {}),
+                                                  device, memory_mb, kernels))
                 times.setdefault(item, []).append(r)
                 print(f"[{size} rep {rep + 1}/{reps}] {item}: {r['seconds']:.2f} s, "
                       f"{r['peak_rss_mb']:.0f} MB", flush=True)
