@@ -124,14 +124,17 @@ def test_sharded_and_mixed_dtype_inputs(tmp_path, tiny_llava_new):
     assert a["lm_head.weight"].dtype == torch.float32
 
 
-_SLOW_MERGE = """
-import logging, sys, time, json
+_HELD_MERGE = """
+import logging, os, sys, time, json
 import harness.merge.engine as e
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-slow = float(sys.argv[4])
+go = sys.argv[4]
 orig = e._merge_unit
 def merge_unit(*a, **k):
-    time.sleep(slow)
+    # holds the merge (and its lock) until the test says go: never finished too early
+    deadline = time.time() + 300
+    while go and not os.path.exists(go) and time.time() < deadline:
+        time.sleep(0.05)
     return orig(*a, **k)
 e._merge_unit = merge_unit
 report = e.merge_checkpoints(sys.argv[1], sys.argv[2], "ties", {"density": 0.3}, out=sys.argv[3],
@@ -140,23 +143,33 @@ print(json.dumps(report["identity"]))
 """
 
 
+def _wait_for(check, what: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not check():
+        time.sleep(0.05)
+    assert check(), what
+
+
 def test_concurrent_callers_share_one_merge(tmp_path, tiny_llama, tiny_llava_new):
     """A second caller with the same `out` waits on the lock, then reuses the finished merge
-    (SLURM array tasks that need the same merge)."""
-    out = tmp_path / "shared"
-    args = [sys.executable, "-c", _SLOW_MERGE, str(tiny_llama), str(tiny_llava_new), str(out)]
-    first = subprocess.Popen(args + ["0.05"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    (SLURM array tasks that need the same merge). The first merge is held until the second
+    is seen waiting, so the order does not depend on timing."""
+    out, go = tmp_path / "shared", tmp_path / "go"
+    args = [sys.executable, "-c", _HELD_MERGE, str(tiny_llama), str(tiny_llava_new), str(out)]
+    first = subprocess.Popen(args + [str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob(".shared.tmp-*")):
-        time.sleep(0.05)
-    assert list(tmp_path.glob(".shared.tmp-*")), "the first merge never started"
-    second = subprocess.run(args + ["0"], capture_output=True, text=True, timeout=300)
+    _wait_for(lambda: list(tmp_path.glob(".shared.tmp-*")), "the first merge never started")
+    err2 = tmp_path / "second.err"
+    with open(err2, "w") as fh:
+        second = subprocess.Popen(args + [""], stdout=subprocess.PIPE, stderr=fh, text=True)
+        _wait_for(lambda: "another process is writing" in err2.read_text(),
+                  "the second caller never waited on the lock")
+        go.touch()
+        out2, _ = second.communicate(timeout=300)
     out1, err1 = first.communicate(timeout=300)
-    assert first.returncode == 0 and second.returncode == 0, err1[-2000:] + second.stderr[-2000:]
-    assert "another process is writing" in second.stderr
-    assert "reusing complete merge" in second.stderr and "reusing" not in err1
-    assert out1 == second.stdout and load_merge_report(out) is not None
+    assert first.returncode == 0 and second.returncode == 0, err1[-2000:] + err2.read_text()
+    assert "reusing complete merge" in err2.read_text() and "reusing" not in err1
+    assert out1 == out2 and load_merge_report(out) is not None
     assert not list(tmp_path.glob(".shared.*tmp*"))
 
 
