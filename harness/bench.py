@@ -5,8 +5,10 @@ Builds (once, cached under `<cache>/bench/<size>`) a bf16 base LLM and a LLaVA w
 model is the base plus noise, then measures, alternating repetitions, each in a fresh process so
 its peak RSS is its own:
 - `floor`: the engine's whole path (every tensor of both inputs read, out/llm and out/mllm
-  written, merge.json) by a method that keeps the tuned tensor: no arithmetic;
-- every merge method of the harness (LLM ↔ LLaVA, device cpu);
+  written, merge.json; with `--device cuda` also the copies to the GPU and back) by a method
+  that keeps the tuned tensor: no arithmetic;
+- every merge method of the harness (LLM ↔ LLaVA, on `--device`: cpu, or cuda for the GPU
+  pipeline of harness/merge/gpu.py);
 - mergekit (installed by the bench in its own venv) on the same language-model tensors for the
   methods it has (LLM ↔ LLM), unless `--no-mergekit`, with its performance flags
   (`mergekit_flags`: asynchronous writes, one thread per core, `--cuda` for `--device cuda`).
@@ -36,6 +38,9 @@ SIZES = {
     # about 1.1 B parameters in the language model (the issue's default) and half of it
     "1b": {"hidden": 2048, "layers": 16, "ffn": 5632, "vocab": 32000, "heads": 16},
     "0.5b": {"hidden": 2048, "layers": 8, "ffn": 5632, "vocab": 32000, "heads": 16},
+    # Llama-3-8B's tensors (grouped k/v: 8 heads of 128) in 4 of its 32 layers: ~1.9 B parameters
+    "8b-layers": {"hidden": 4096, "layers": 4, "ffn": 14336, "vocab": 128256, "heads": 32,
+                  "kv_heads": 8},
     "tiny": {"hidden": 256, "layers": 2, "ffn": 704, "vocab": 1000, "heads": 4},
 }
 VISION = {"hidden": 1024, "layers": 4, "ffn": 4096, "image": 336, "patch": 14}
@@ -52,11 +57,12 @@ MERGEKIT = {"task_arithmetic": ("task_arithmetic", {"weight": 0.5}),
 
 def _lm_shapes(s: dict) -> list[tuple[str, tuple[int, ...]]]:
     h, f, v = s["hidden"], s["ffn"], s["vocab"]
+    kv = h // s["heads"] * s.get("kv_heads", s["heads"])  # rows of k_proj and v_proj
     out = [("model.embed_tokens.weight", (v, h))]
     for i in range(s["layers"]):
         p = f"model.layers.{i}."
-        out += [(p + "self_attn.q_proj.weight", (h, h)), (p + "self_attn.k_proj.weight", (h, h)),
-                (p + "self_attn.v_proj.weight", (h, h)), (p + "self_attn.o_proj.weight", (h, h)),
+        out += [(p + "self_attn.q_proj.weight", (h, h)), (p + "self_attn.k_proj.weight", (kv, h)),
+                (p + "self_attn.v_proj.weight", (kv, h)), (p + "self_attn.o_proj.weight", (h, h)),
                 (p + "mlp.gate_proj.weight", (f, h)), (p + "mlp.up_proj.weight", (f, h)),
                 (p + "mlp.down_proj.weight", (h, f)), (p + "input_layernorm.weight", (h,)),
                 (p + "post_attention_layernorm.weight", (h,))]
@@ -76,20 +82,29 @@ def _vision_shapes(s: dict) -> list[tuple[str, tuple[int, ...]]]:
                   ("model.multi_modal_projector.linear_2.weight", (s["hidden"], s["hidden"]))]
 
 
+def _llama_config(s: dict):
+    """The base LLM's LlamaConfig for a size of SIZES."""
+    from transformers import LlamaConfig
+
+    llama = LlamaConfig(vocab_size=s["vocab"], hidden_size=s["hidden"],
+                        intermediate_size=s["ffn"], num_hidden_layers=s["layers"],
+                        num_attention_heads=s["heads"],
+                        num_key_value_heads=s.get("kv_heads", s["heads"]),
+                        tie_word_embeddings=False, torch_dtype="bfloat16")
+    llama.architectures = ["LlamaForCausalLM"]
+    return llama
+
+
 def build_pair(root: Path, s: dict) -> tuple[Path, Path]:
     """Write the synthetic base LLM and LLaVA (streaming, so memory stays flat)."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from transformers import CLIPVisionConfig, LlavaConfig
 
     from harness.models.checkpoint import PlannedWriter
 
     base, tuned = root / "base", root / "llava"
     if (root / "done").is_file():
         return base, tuned
-    llama = LlamaConfig(vocab_size=s["vocab"], hidden_size=s["hidden"],
-                        intermediate_size=s["ffn"], num_hidden_layers=s["layers"],
-                        num_attention_heads=s["heads"], num_key_value_heads=s["heads"],
-                        tie_word_embeddings=False, torch_dtype="bfloat16")
-    llama.architectures = ["LlamaForCausalLM"]
+    llama = _llama_config(s)
     lm = _lm_shapes(s)
     tuned_names = [("model.language_model." + n[len("model."):]) if n.startswith("model.") else n
                    for n, _ in lm]

@@ -5,8 +5,13 @@ the package index)."""
 from __future__ import annotations
 
 import json
+import math
 
-from harness.bench import bench
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from harness.bench import SIZES, _llama_config, _lm_shapes, bench
 
 
 def test_bench_tiny_writes_its_table(tmp_path):
@@ -33,3 +38,16 @@ def test_bench_tiny_writes_its_table(tmp_path):
           results=tmp_path / "results")
     assert (tmp_path / "cache" / "bench" / "tiny" / "done").stat().st_mtime == built
     assert not [p for p in scratch.iterdir() if p.is_dir()]
+
+
+def test_bench_sizes_have_the_tensors_of_their_llama():
+    """Every size's synthetic tensors are those of the LlamaForCausalLM its config describes
+    (8b-layers: Llama-3-8B's, with grouped k/v projections)."""
+    for s in SIZES.values():
+        with torch.device("meta"):
+            model = LlamaForCausalLM(_llama_config(s))
+        assert {n: tuple(t.shape) for n, t in model.state_dict().items()} == dict(_lm_shapes(s))
+    shapes = dict(_lm_shapes(SIZES["8b-layers"]))
+    assert shapes["model.layers.0.self_attn.k_proj.weight"] == (1024, 4096)
+    assert shapes["model.layers.0.mlp.down_proj.weight"] == (4096, 14336)
+    assert sum(math.prod(v) for v in shapes.values()) == pytest.approx(1.92e9, rel=0.01)

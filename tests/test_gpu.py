@@ -45,3 +45,57 @@ def test_cuda_merge_equals_cpu_merge(tmp_path, wide_pair, method):
     for name, t in out["cpu"].items():
         # selection, masks and seeds are identical; lerp may differ in the last float32 bit
         torch.testing.assert_close(out["cuda"][name], t, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def _files(out) -> dict[str, bytes]:
+    return {f"{d}/{f.name}": f.read_bytes() for d in ("llm", "mllm")
+            for f in sorted((out / d).glob("*.safetensors"))}
+
+
+@pytest.fixture
+def traced(monkeypatch):
+    """Record what the CUDA pipeline does: ("up", unit, host buffers pinned) / ("compute", unit)."""
+    from harness.merge import gpu
+
+    log, index = [], {}
+    upload, compute = gpu.CudaStages.upload, gpu.CudaStages.compute
+
+    def traced_upload(self, i, loaded):
+        flight = upload(self, i, loaded)
+        index[id(flight)] = i
+        log.append(("up", i, all(item.tuned_buf.is_pinned() for item in loaded)
+                    and all(item.base_buf is None or item.base_buf.is_pinned()
+                            for item in loaded)))
+        return flight
+
+    def traced_compute(self, flight):
+        log.append(("compute", index[id(flight)]))
+        compute(self, flight)
+
+    monkeypatch.setattr(gpu.CudaStages, "upload", traced_upload)
+    monkeypatch.setattr(gpu.CudaStages, "compute", traced_compute)
+    return log
+
+
+@pytest.mark.parametrize("method", ["ties", "neuron_fusion"])
+def test_overlapped_path_is_used_and_repeatable(tmp_path, wide_pair, traced, method):
+    base, tuned = wide_pair
+    for run in ("a", "b"):
+        merge_checkpoints(base, tuned, method, METHODS[method], out=tmp_path / run,
+                          device="cuda", progress=False, force=True)
+    ups = [e for e in traced if e[0] == "up"]
+    assert ups and all(pinned for _, _, pinned in ups), "pool buffers must be pinned"
+    assert traced[:3] == [("up", 0, True), ("up", 1, True), ("compute", 0)]  # i+1 up, then i
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+@pytest.mark.timeout(600)
+def test_units_larger_than_the_budget_run_one_by_one(tmp_path, wide_pair, traced):
+    base, tuned = wide_pair
+    merge_checkpoints(base, tuned, "ties", METHODS["ties"], out=tmp_path / "big",
+                      device="cuda", progress=False)
+    traced.clear()
+    merge_checkpoints(base, tuned, "ties", METHODS["ties"], out=tmp_path / "tiny",
+                      device="cuda", progress=False, memory_mb=0)
+    assert traced[:3] == [("up", 0, True), ("compute", 0), ("up", 1, True)]
+    assert _files(tmp_path / "tiny") == _files(tmp_path / "big")

@@ -80,9 +80,9 @@ _LOCK = threading.Lock()
 
 
 def try_merge(spec, base: torch.Tensor, tuned: torch.Tensor, p, ctx, setting: str) -> bool:
-    """Merge one tensor with the fused kernel of method `spec` (over `tuned`) when the setting allows it
-    and the kernel takes this pair: CPU, contiguous, both of one DTYPES dtype, loaded (for
-    `auto`). False: the caller runs the method's definition."""
+    """Merge one tensor with the fused kernel of method `spec` (over `tuned`) when the setting
+    allows it and the kernel takes this pair: CPU, contiguous, both of one DTYPES dtype, loaded
+    (for `auto`). False: the caller runs the method's definition."""
     fused = None if setting == "torch" else fused_for(spec)
     if fused is None:
         return False
@@ -105,10 +105,11 @@ def try_merge(spec, base: torch.Tensor, tuned: torch.Tensor, p, ctx, setting: st
 
 def preload(spec, dtypes: Iterable[torch.dtype],
             entries: int = PRELOAD_ABOVE) -> threading.Thread | None:
-    """Start loading the kernels of method `spec` for `dtypes` in a background thread, for a merge of
-    `entries` tensor entries (None when there is nothing to load, or the merge is smaller than
-    PRELOAD_ABOVE: loading would cost more than it saves, and its Python work would hold up the
-    merge's own through the GIL); each (family, dtype) is usable by `auto` once loaded."""
+    """Start loading the kernels of method `spec` for `dtypes` in a background thread, for a
+    merge of `entries` tensor entries (None when there is nothing to load, or the merge is
+    smaller than PRELOAD_ABOVE: loading would cost more than it saves, and its Python work would
+    hold up the merge's own through the GIL); each (family, dtype) is usable by `auto` once
+    loaded."""
     fused = fused_for(spec)
     if entries < PRELOAD_ABOVE or fused is None:
         return None

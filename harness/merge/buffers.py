@@ -10,6 +10,11 @@ reuses it. Two things follow:
   than the merge arithmetic).
 A request larger than the whole budget is still served when nothing else is held, so one huge
 tensor (a 128 k-token embedding) can never deadlock the pipeline.
+
+For a CUDA merge the buffers are pinned (page-locked, `pin=True`), so host↔GPU copies run
+asynchronously (harness/merge/gpu.py). torch's pinned-memory allocator rounds each block up to a
+power of two and caches freed blocks, so pinned memory can reach about twice the budget during
+the merge; `clear` hands the cached blocks back.
 """
 
 from __future__ import annotations
@@ -22,10 +27,15 @@ MEMORY_MB = 768  # default budget (merge.memory_mb in conf/config.yaml, which mu
 
 
 class BufferPool:
-    """Reusable uint8 CPU buffers, at most `budget` bytes allocated at a time (see module doc)."""
+    """Reusable uint8 CPU buffers, at most `budget` bytes allocated at a time (see module doc).
 
-    def __init__(self, budget: int):
+    `pin`: allocate page-locked buffers (for a CUDA merge); ignored where CUDA is unavailable,
+    since there is no device to copy to and torch cannot pin memory without one.
+    """
+
+    def __init__(self, budget: int, pin: bool = False):
         self.budget = int(budget)
+        self.pin = bool(pin) and torch.cuda.is_available()
         self._free: dict[int, list[torch.Tensor]] = {}
         self._allocated = 0  # bytes in buffers that exist (held or free)
         self._held = 0       # bytes in buffers handed out
@@ -56,7 +66,7 @@ class BufferPool:
             self._allocated += nbytes
             self._held += nbytes
             self.peak = max(self.peak, self._allocated)
-        return torch.empty(max(nbytes, 1), dtype=torch.uint8)[:nbytes]
+        return torch.empty(max(nbytes, 1), dtype=torch.uint8, pin_memory=self.pin)[:nbytes]
 
     def _evict(self, nbytes: int) -> None:
         """Drop free buffers of other sizes until nbytes more fit in the budget (lock held)."""
@@ -85,8 +95,10 @@ class BufferPool:
             self._cond.notify_all()
 
     def clear(self) -> None:
-        """Drop every free buffer (after a merge)."""
+        """Drop every free buffer (after a merge); pinned ones go back to the system."""
         with self._cond:
             for size, bufs in self._free.items():
                 self._allocated -= size * len(bufs)
             self._free.clear()
+        if self.pin:  # torch caches freed pinned blocks; page-locked memory is never swapped
+            torch.accelerator.memory.empty_host_cache()

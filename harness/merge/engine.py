@@ -4,10 +4,11 @@ shards and the merge.json manifest.
 Work proceeds one unit at a time — a tensor, or for Neuron-Fusion one layer's FFN or attention
 group. A prefetch thread reads the next unit into buffers of a byte-budgeted pool
 (harness/merge/buffers.py) while the current one is merged in place over its tuned tensor
-(float32 chunks, harness/merge/stream.py; on the GPU with merge.device=cuda), and writer threads
-pwrite each result to its planned place in the output shards and hand the buffer back. Peak
-memory is the pool budget (merge.memory_mb), not the model; docs/performance.md has the design
-and the measurements.
+(float32 chunks, harness/merge/stream.py), and writer threads pwrite each result to its planned
+place in the output shards and hand the buffer back. With merge.device=cuda the merge runs on
+the GPU, overlapped with the copies there and back (harness/merge/gpu.py). Peak memory is the
+pool budget (merge.memory_mb), not the model; docs/performance.md has the design and the
+measurements.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import resource
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Container
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -194,38 +196,49 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
                                              if pl.llm_name is not None], shard_bytes)
     mllm_writer = PlannedWriter(out / "mllm", [(pl.tuned, *spec_of[pl.tuned]) for pl in order],
                                 shard_bytes) if multimodal else None
-    pool = BufferPool(int(memory_mb) * 1024 * 1024)
+    pool = BufferPool(int(memory_mb) * 1024 * 1024, pin=dev.type == "cuda")
     ctx = MergeContext(seed=seed)
     located: dict[str, dict[str, list[int]]] = {}
     bar = tqdm(total=tuned_reader.nbytes(), unit="B", unit_scale=True, disable=not progress,
                desc=f"merge {spec.name}", dynamic_ncols=True)
     n_done = 0
+
+    def finish(i: int, loaded: list[_Loaded], finite: Container[str] = ()) -> None:
+        """Unit i is merged: check it (unless the GPU found it finite), hand it to the writers."""
+        nonlocal n_done
+        for plan, item in zip(units[i], loaded):
+            if plan.tuned not in finite:
+                _check_finite(plan, item.tuned, spec.name)
+            if item.base_buf is not None:
+                pool.give(item.base_buf)
+            users = [w for w, name in ((mllm_writer, plan.tuned), (llm_writer, plan.llm_name))
+                     if w is not None and name is not None]
+            release = _release_after(len(users), pool, item.tuned_buf)
+            for w in users:
+                w.add(plan.tuned if w is mllm_writer else plan.llm_name, item.tuned, release)
+            bar.update(item.tuned_buf.numel())
+        n_done += len(units[i])
+        bar.set_postfix(tensors=f"{n_done}/{len(plans)}")
+
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as prefetch:
+            def read(i: int) -> Future:
+                return prefetch.submit(_load_unit, pool, base_reader, tuned_reader, units[i],
+                                       spec.reads_base)
+
             try:
-                pending = prefetch.submit(_load_unit, pool, base_reader, tuned_reader, units[0],
-                                          spec.reads_base)
-                for i, unit in enumerate(units):
-                    loaded = pending.result()
-                    if i + 1 < len(units):
-                        pending = prefetch.submit(_load_unit, pool, base_reader, tuned_reader,
-                                                  units[i + 1], spec.reads_base)
-                    _merge_unit(spec, p, unit, loaded, ctx, dev, located, kernels)
-                    for plan, item in zip(unit, loaded):
-                        _check_finite(plan, item.tuned, spec.name)
-                        if item.base_buf is not None:
-                            pool.give(item.base_buf)
-                        users = [w for w, name in ((mllm_writer, plan.tuned),
-                                                   (llm_writer, plan.llm_name))
-                                 if w is not None and name is not None]
-                        release = _release_after(len(users), pool, item.tuned_buf)
-                        for w in users:
-                            w.add(plan.tuned if w is mllm_writer else plan.llm_name,
-                                  item.tuned, release)
-                        bar.update(item.tuned_buf.numel())
-                    n_done += len(unit)
-                    bar.set_postfix(tensors=f"{n_done}/{len(plans)}")
-                    del loaded
+                if dev.type == "cuda":
+                    _merge_on_cuda(spec, p, units, read, pool, ctx, dev, located, finish,
+                                   base_reader, tuned_reader)
+                else:
+                    pending = read(0)
+                    for i, unit in enumerate(units):
+                        loaded = pending.result()
+                        if i + 1 < len(units):
+                            pending = read(i + 1)
+                        _merge_unit(spec, p, unit, loaded, ctx, located, kernels)
+                        finish(i, loaded)
+                        del loaded
             except BaseException:
                 pool.close()  # a prefetch waiting for buffers must not wait forever
                 raise
@@ -341,36 +354,52 @@ def _check_finite(plan: TensorPlan, out: torch.Tensor, method: str) -> None:
                          f"both inputs are finite and the parameters are sane")
 
 
-def _merge_unit(spec: Method, p, unit: list[TensorPlan], loaded: list[_Loaded],
-                ctx: MergeContext, dev: torch.device, located: dict, kernels: str) -> None:
-    """Merge one unit, writing each result over its tuned tensor (rows shared with the base;
-    extra vocabulary rows stay the tuned model's). On a GPU the inputs go there and the result
-    comes back into the same CPU buffer."""
-    work = []
-    for plan, item in zip(unit, loaded):
-        if plan.base is None or not spec.reads_base:
-            continue
-        view = item.tuned if plan.shared_rows is None else item.tuned[: plan.shared_rows]
-        base = item.base
-        if dev.type != "cpu":
-            base, gpu = base.to(dev, non_blocking=True), view.to(dev, non_blocking=True)
-            work.append((plan, base, gpu, view))
-        else:
-            work.append((plan, base, view, view))
+def _work_of(spec: Method, unit: list[TensorPlan],
+             loaded: list[_Loaded]) -> list[tuple[TensorPlan, torch.Tensor, torch.Tensor]]:
+    """(plan, base, the tuned rows shared with the base) of each tensor of a unit that is
+    merged (extra vocabulary rows stay the tuned model's)."""
+    return [(plan, item.base,
+             item.tuned if plan.shared_rows is None else item.tuned[: plan.shared_rows])
+            for plan, item in zip(unit, loaded) if plan.base is not None and spec.reads_base]
+
+
+def _merge_work(spec: Method, p, work: list[tuple[TensorPlan, torch.Tensor, torch.Tensor]],
+                ctx: MergeContext, located: dict, kernels: str) -> None:
+    """Merge one unit's work (from _work_of, all on one device), each result written over its
+    tuned tensor."""
     if not work:
         return
     if spec.kind == "group" and parse_role(work[0][0].base):
         layer = parse_role(work[0][0].base)[0]
-        roles = {parse_role(pl.base)[1]: (b, t) for pl, b, t, _ in work}
+        roles = {parse_role(pl.base)[1]: (b, t) for pl, b, t in work}
         found = merge_group(spec, {r: b for r, (b, _) in roles.items()},
                             {r: t for r, (_, t) in roles.items()}, p, ctx)
         located.setdefault(str(layer), {}).update(found)
     else:
-        for plan, base, tuned, _ in work:
+        for plan, base, tuned in work:
             merge_tensor(spec, base, tuned, p, dataclasses.replace(ctx, name=plan.base), kernels)
-    if dev.type != "cpu":
-        for _, _, gpu, view in work:
-            view.copy_(gpu)
+
+
+def _merge_unit(spec: Method, p, unit: list[TensorPlan], loaded: list[_Loaded],
+                ctx: MergeContext, located: dict, kernels: str) -> None:
+    """Merge one unit on the CPU, in its read buffers."""
+    _merge_work(spec, p, _work_of(spec, unit, loaded), ctx, located, kernels)
+
+
+def _merge_on_cuda(spec: Method, p, units: list[list[TensorPlan]],
+                   read: Callable[[int], Future], pool: BufferPool, ctx: MergeContext,
+                   dev: torch.device, located: dict, finish: Callable[..., None],
+                   base_reader: CheckpointReader, tuned_reader: CheckpointReader) -> None:
+    """Every unit through the CUDA pipeline (harness/merge/gpu.py): read, upload, merge,
+    download and finish, overlapped."""
+    from harness.merge import gpu
+
+    nbytes = [sum(tuned_reader.nbytes_of(pl.tuned)
+                  + (base_reader.nbytes_of(pl.base) if pl.base is not None and spec.reads_base
+                     else 0) for pl in unit) for unit in units]
+    stages = gpu.CudaStages(dev, lambda i, loaded: _work_of(spec, units[i], loaded),
+                            lambda work: _merge_work(spec, p, work, ctx, located, "torch"))
+    gpu.run(len(units), read, nbytes, pool.budget, stages, finish)
 
 
 def merge_tensor(spec: Method, base: torch.Tensor, tuned: torch.Tensor, p, ctx: MergeContext,
