@@ -5,8 +5,9 @@ Every method is θ = lerp(θ_base, θ_tuned, w) = θ_base + w·(θ_tuned − θ_
 per-entry weight w (harness/merge/registry.py). `lerp_into` computes it chunk by chunk in
 float32 and writes the result, cast once to the tuned dtype, over `tuned` itself: no full-size
 float32 copy of either input ever exists, the float32 work stays in a few cache-sized scratch
-buffers that are reused for every chunk of every tensor (fresh memory costs a page fault per 4 KiB, which here costs more than the
-arithmetic), and the output buffer is the tuned tensor's own read buffer.
+buffers that are reused for every chunk of every tensor (fresh memory costs a page fault per
+4 KiB, which here costs more than the arithmetic), and the output buffer is the tuned tensor's
+own read buffer.
 
 A scalar w on inputs of one dtype takes `torch.lerp` directly (one fused pass; for bfloat16 and
 float16 it computes in float32 and rounds once, bit-identical to the chunked path).
