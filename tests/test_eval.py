@@ -84,6 +84,28 @@ def test_stage_eval_uses_the_existing_merge_and_needs_one(smoke_run, tmp_path):
     assert not _records(tmp_path)
 
 
+def test_another_dtype_computes_its_own_answers(smoke_run):
+    """lm-eval's request cache ignores the model and its dtype: the same merge evaluated in
+    bfloat16 after float32 must compute its own answers, not read the float32 ones."""
+    results, args = smoke_run
+    proc = _harness(results, *args, "stage=eval", "eval.dtype=bfloat16")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    by_dtype = {}
+    for path in _records(results):
+        rec = json.loads(path.read_text())
+        if rec["eval_limit"] == 4:  # the same docs in both dtypes
+            by_dtype[rec["config"]["eval"]["dtype"]] = path.parent, Path(rec["merge"]["dir"])
+    assert sorted(by_dtype) == ["auto", "bfloat16"]
+
+    def loglikelihoods(run: Path) -> list:
+        rows = (run / "lm_eval" / "samples_harness_smoke_mc.jsonl").read_text().splitlines()
+        return [json.loads(row)["resps"] for row in rows]
+
+    assert loglikelihoods(by_dtype["bfloat16"][0]) != loglikelihoods(by_dtype["auto"][0])
+    caches = by_dtype["auto"][1] / "eval_cache"
+    assert sorted(p.name for p in caches.iterdir()) == ["hf-auto", "hf-bfloat16"]
+
+
 def test_processor_that_cannot_place_the_image_fails_the_run(tmp_path, tiny_llama,
                                                              tiny_llava_new):
     broken = tmp_path / "broken_llava"

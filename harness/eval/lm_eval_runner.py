@@ -27,6 +27,16 @@ def _write_samples(samples: dict, out: Path) -> None:
             fh.writelines(json.dumps(row, default=str) + "\n" for row in rows)
 
 
+def cache_dir(llm_dir: Path, eval_cfg) -> Path:
+    """lm-eval's request cache for one checkpoint loaded one way: `<merge>/eval_cache/<backend>-
+    <dtype>`. lm-eval keys a cached response by the request alone (prompt, continuation,
+    generation arguments), never by the model or how it was loaded, so a cache shared between
+    checkpoints, backends or dtypes would hand one the answers of another. A merge redone
+    replaces its whole directory, this cache with it."""
+    backend, dtype = eval_cfg.get("backend", "hf"), eval_cfg.get("dtype", "auto")
+    return Path(llm_dir).parent / "eval_cache" / f"{backend}-{dtype}"
+
+
 def leaf_tasks(res: dict, task: str) -> list[str]:
     """The leaf tasks a task or group of lm-eval's result dict stands for (itself if a leaf)."""
     subtasks = res.get("group_subtasks", {}).get(task)
