@@ -101,4 +101,7 @@ class BufferPool:
                 self._allocated -= size * len(bufs)
             self._free.clear()
         if self.pin:  # torch caches freed pinned blocks; page-locked memory is never swapped
-            torch.accelerator.memory.empty_host_cache()
+            try:
+                torch.accelerator.memory.empty_host_cache()
+            except AttributeError:  # an older torch: the cache stays until the process ends
+                pass
