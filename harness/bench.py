@@ -335,8 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path,
                    default=Path(os.environ.get("HARNESS_RESULTS", "results")) / "bench")
     p.add_argument("--device", default="cpu", help="merge.device of the harness's merges")
-    p.add_argument("--mergekit-reps", type=int, default=None,
-                   help="time mergekit in only the first N repetitions (its merges take minutes)")
+    p.add_argument("--mergekit-reps", type=int, default=1,
+                   help="time mergekit in the first N repetitions only (default 1: its merges "
+                        "take minutes, and its ratio to the harness is several-fold)")
     p.add_argument("--memory-mb", type=int, default=MEMORY_MB,
                    help="merge.memory_mb (buffer budget) of the merges and of the floor")
     p.add_argument("--kernels", default="auto", choices=("auto", "torch"),
