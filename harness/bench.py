@@ -31,8 +31,9 @@ from pathlib import Path
 
 import torch
 
+from harness.errors import ConfigError, HarnessError
 from harness.merge.buffers import MEMORY_MB
-from harness.merge.registry import TUNED, register
+from harness.merge.registry import TUNED, get_method, register
 
 SIZES = {
     # about 1.1 B parameters in the language model (the issue's default) and half of it
@@ -48,6 +49,7 @@ METHODS = {"base": {}, "mllm": {}, "model_soup": {"alpha": 0.5},
            "task_arithmetic": {"scale": 0.5}, "ties": {"density": 0.2},
            "dare": {"density": 0.5}, "breadcrumbs": {"density": 0.2, "gamma": 0.01},
            "della": {"density": 0.4, "epsilon": 0.1}, "neuron_fusion": {"ratio": 0.1}}
+MERGEKIT_PACKAGE = "mergekit==0.1.5"  # the release docs/performance.md compares against
 MERGEKIT = {"task_arithmetic": ("task_arithmetic", {"weight": 0.5}),
             "ties": ("ties", {"weight": 1.0, "density": 0.2}),
             "dare": ("dare_linear", {"weight": 1.0, "density": 0.5}),
@@ -197,12 +199,20 @@ def _run(code: str, *args: str) -> dict:
 
 
 def _mergekit(venv: Path) -> Path:
-    """A venv with mergekit (its own environment; never part of the harness's)."""
+    """A venv with mergekit (its own environment; never part of the harness's), installed from
+    the package index on first use; ConfigError when that fails (offline, say)."""
     py = venv / "bin" / "python"
     if not (venv / "ok").is_file():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "torch==2.14.1", "mergekit"],
-                       check=True)
+        for cmd in ([sys.executable, "-m", "venv", str(venv)],
+                    [str(py), "-m", "pip", "install", "-q", "torch==2.14.1", MERGEKIT_PACKAGE]):
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+                raise ConfigError(
+                    f"could not install mergekit into {venv} (`{' '.join(cmd)}` exited "
+                    f"{proc.returncode}):\n{tail}\nThe bench installs it from the package index "
+                    f"into its own venv: on a machine without one, run with --no-mergekit, or "
+                    f"install {MERGEKIT_PACKAGE} into {venv} and create {venv / 'ok'}")
         (venv / "ok").write_text("ok")
     return venv / "bin" / "mergekit-yaml"
 
@@ -344,9 +354,20 @@ def main(argv: list[str] | None = None) -> None:
                    help="merge.kernels of the harness's merges (torch: without the accelerator)")
     a = p.parse_args(argv)
     t = time.perf_counter()
-    for size in a.sizes.split(","):
-        bench(size, a.reps, a.methods.split(","), a.mergekit, a.cache, a.results, a.device,
-              a.memory_mb, a.mergekit_reps, a.kernels)
+    sizes, methods = a.sizes.split(","), a.methods.split(",")
+    try:
+        for size in sizes:
+            if size not in SIZES:
+                raise ConfigError(f"--sizes: unknown size {size!r}; choose from "
+                                  f"{', '.join(SIZES)}")
+        for method in methods:
+            get_method(method)  # ConfigError naming the valid methods
+        for size in sizes:
+            bench(size, a.reps, methods, a.mergekit, a.cache, a.results, a.device,
+                  a.memory_mb, a.mergekit_reps, a.kernels)
+    except HarnessError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     print(f"bench done in {time.perf_counter() - t:.0f} s; tables in {a.results}")
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from harness.bench import SIZES, _llama_config, _lm_shapes, bench
+from harness.bench import SIZES, _llama_config, _lm_shapes, _mergekit, bench, main
+from harness.errors import ConfigError
 
 
 def test_bench_tiny_writes_its_table(tmp_path):
@@ -51,3 +52,22 @@ def test_bench_sizes_have_the_tensors_of_their_llama():
     assert shapes["model.layers.0.self_attn.k_proj.weight"] == (1024, 4096)
     assert shapes["model.layers.0.mlp.down_proj.weight"] == (4096, 14336)
     assert sum(math.prod(v) for v in shapes.values()) == pytest.approx(1.92e9, rel=0.01)
+
+
+def test_mergekit_that_cannot_be_installed_is_a_clear_error(tmp_path, monkeypatch):
+    """Offline, the bench's own mergekit venv cannot be filled: a ConfigError that says so and
+    names the way out, not a bare CalledProcessError; nothing marks the venv as ready."""
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
+    with pytest.raises(ConfigError, match=r"could not install mergekit(.|\n)*--no-mergekit"):
+        _mergekit(tmp_path / "venv")
+    assert not (tmp_path / "venv" / "ok").exists()
+
+
+@pytest.mark.parametrize("args, message", [(["--sizes", "2b"], "unknown size '2b'"),
+                                           (["--methods", "tie"], "unknown merge method 'tie'")])
+def test_bad_bench_arguments_name_the_option(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--cache", str(tmp_path), "--results", str(tmp_path / "results")])
+    assert exit_info.value.code == 1 and message in capsys.readouterr().err
+    assert not (tmp_path / "bench").exists()  # nothing built
