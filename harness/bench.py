@@ -33,6 +33,7 @@ import torch
 
 from harness.errors import ConfigError, HarnessError
 from harness.merge.buffers import MEMORY_MB
+from harness.merge.engine import pick_device
 from harness.merge.registry import TUNED, get_method, register
 
 SIZES = {
@@ -362,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
                                   f"{', '.join(SIZES)}")
         for method in methods:
             get_method(method)  # ConfigError naming the valid methods
+        pick_device(a.device)  # cuda without a GPU: ConfigError
         for size in sizes:
             bench(size, a.reps, methods, a.mergekit, a.cache, a.results, a.device,
                   a.memory_mb, a.mergekit_reps, a.kernels)

@@ -64,8 +64,10 @@ def test_mergekit_that_cannot_be_installed_is_a_clear_error(tmp_path, monkeypatc
     assert not (tmp_path / "venv" / "ok").exists()
 
 
-@pytest.mark.parametrize("args, message", [(["--sizes", "2b"], "unknown size '2b'"),
-                                           (["--methods", "tie"], "unknown merge method 'tie'")])
+@pytest.mark.parametrize("args, message", [
+    (["--sizes", "2b"], "unknown size '2b'"),
+    (["--methods", "tie"], "unknown merge method 'tie'"),
+    (["--device", "gpu"], "merge.device='gpu' is not valid")])
 def test_bad_bench_arguments_name_the_option(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--cache", str(tmp_path), "--results", str(tmp_path / "results")])
