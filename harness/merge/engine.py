@@ -184,7 +184,7 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
         base_names, base_reader.shape, tuned_names, tuned_reader.shape, layout,
         bool(base_cfg.get("tie_word_embeddings", False)) or "lm_head.weight" not in base_names,
         where)
-    llm_bytes = sum(_nbytes(tuned_reader, pl.tuned) for pl in plans if pl.llm_name)
+    llm_bytes = sum(tuned_reader.nbytes_of(pl.tuned) for pl in plans if pl.llm_name)
     check_free_disk(out.parent, tuned_reader.nbytes() * (1 if multimodal else 0) + llm_bytes)
 
     shard_bytes = int(shard_size_mb) * 1024 * 1024
@@ -280,13 +280,6 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
         "bytes_read": base_reader.nbytes() + tuned_reader.nbytes(),
         "versions": library_versions(),
     }
-
-
-def _nbytes(reader: CheckpointReader, name: str) -> int:
-    n = 1
-    for d in reader.shape(name):
-        n *= d
-    return n * {"F64": 8, "F32": 4, "I64": 8, "I32": 4}.get(reader.dtype_name(name), 2)
 
 
 def _vocab_rows(reader: CheckpointReader, plans: list[TensorPlan]) -> int | None:
