@@ -208,3 +208,40 @@ def test_merge_identity_covers_bin_files(tmp_path, tiny_llama, tiny_llava_old):
     changed = merge_checkpoints(base, tiny_llava_old, "task_arithmetic", out=out,
                                 progress=False)
     assert changed["identity"] != first["identity"]
+
+
+def test_vicuna_twin_base_is_bin_only_as_on_the_hub_and_merges_like_safetensors(tmp_path):
+    """pair=twin_llava15_vicuna_7b has a base of `.bin` shards + index only (as
+    lmsys/vicuna-7b-v1.5 on main); transformers loads it, and its merge equals the merge of the
+    same weights as safetensors."""
+    from omegaconf import OmegaConf
+
+    from harness.errors import ConfigError
+    from harness.models.pair import resolve_pair
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "pair" /
+                         "twin_llava15_vicuna_7b.yaml")
+    paths = OmegaConf.create({"cache": str(tmp_path / "cache")})
+    pair = resolve_pair(cfg, paths)
+    assert not list(pair.base.glob("*.safetensors")) and (pair.base / BIN_INDEX_NAME).is_file()
+    shards = sorted(pair.base.glob("pytorch_model-*.bin"))
+    assert len(shards) >= 2
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(pair.base)
+    assert model.dtype == torch.float16
+    as_st = tmp_path / "base_st"
+    shutil.copytree(pair.base, as_st, ignore=shutil.ignore_patterns("pytorch_model*"))
+    tensors = {}
+    for shard in shards:
+        tensors.update(torch.load(shard, weights_only=True))
+    assert set(tensors) == set(model.state_dict())
+    save_file(tensors, str(as_st / "model.safetensors"))
+    merge_checkpoints(pair.base, pair.mllm, "task_arithmetic", out=tmp_path / "bin",
+                      progress=False)
+    merge_checkpoints(as_st, pair.mllm, "task_arithmetic", out=tmp_path / "st", progress=False)
+    for part in ("llm", "mllm"):
+        assert _files(tmp_path / "bin" / part) == _files(tmp_path / "st" / part), part
+    cfg.build.base_format = "gguf"
+    with pytest.raises(ConfigError, match="build.base_format='gguf'.*safetensors or bin"):
+        resolve_pair(cfg, paths)
