@@ -147,7 +147,8 @@ def test_reading_a_bin_checkpoint_keeps_memory_flat(tmp_path):
 import sys, torch
 from harness.models.checkpoint import CheckpointReader
 def rss():
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) // 1024
+    lines = open("/proc/self/status").read().splitlines()
+    return next(int(ln.split()[1]) for ln in lines if ln.startswith("VmRSS")) // 1024
 reader = CheckpointReader(sys.argv[1])
 buf = torch.empty(8 * 2**20, dtype=torch.uint8)
 before = rss()
