@@ -2,6 +2,12 @@
 pair's models and a suite's datasets into the local HF cache, on a machine with internet, so that
 compute nodes can run offline. Nothing else in the harness downloads.
 
+Of each model repository only the files the harness reads are fetched (harness/models/hub_files.py:
+one weight format, configs, tokenizer, processor, chat templates), chosen from the repository's
+file list on the hub. `+dry_run=true` prints that choice, file by file with sizes and totals, and
+downloads nothing (it still asks the hub for the file lists). The hub is the one HF_ENDPOINT names;
+gated repositories need HF_TOKEN.
+
 With `--mirror DIR` the datasets are also written to DIR in the hub layout (one folder per dataset,
 a README declaring its configs and splits, parquet files), which offline nodes read with
 `eval.data_root=DIR` (harness/eval/mirror.py): a shared disk instead of a copied HF cache.
@@ -13,14 +19,32 @@ import logging
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from harness.errors import HarnessError
+from harness.models.hub_files import human_size, select_files
 
 log = logging.getLogger("harness.prefetch")
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """What is fetched of one model repository: file → size, and the size of the rest."""
+
+    repo: str
+    revision: str | None
+    sha: str
+    files: dict[str, int]
+    skipped_bytes: int
+
+    @property
+    def nbytes(self) -> int:
+        """Total size of the chosen files."""
+        return sum(self.files.values())
 
 
 def plan(cfg: DictConfig) -> list[tuple[str, str, str | None]]:
@@ -36,18 +60,83 @@ def plan(cfg: DictConfig) -> list[tuple[str, str, str | None]]:
     return items
 
 
-def fetch(items: list[tuple[str, str, str | None]]) -> None:
-    """Download every planned item (needs internet)."""
+def _online() -> None:
+    """Undo the offline switches the harness sets for compute nodes: prefetch is the one online
+    command (the hub client reads them when it is first imported)."""
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.pop(var, None)
+
+
+def list_repo(repo: str, revision: str | None) -> tuple[str, dict[str, int]]:
+    """(commit sha, {path: size in bytes}) of model repository `repo` at `revision` on the hub."""
+    _online()
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{repo}@{revision or 'main'}"
+    try:
+        info = HfApi().model_info(repo, revision=revision, files_metadata=True)
+    except GatedRepoError:
+        raise HarnessError(f"{repo} is gated: accept its licence on {constants.ENDPOINT}/{repo} "
+                           f"while logged in, then set HF_TOKEN (or run `hf auth login`) and "
+                           f"rerun") from None
+    except RevisionNotFoundError:
+        raise HarnessError(f"{where}: the revision does not exist on {constants.ENDPOINT}; fix "
+                           f"the pair's base_revision / mllm_revision") from None
+    except RepositoryNotFoundError:
+        raise HarnessError(f"{repo} is not a model repository on {constants.ENDPOINT} (or it "
+                           f"is private: set HF_TOKEN); fix the pair's base / mllm") from None
+    except Exception as err:  # the client raises many network error types
+        first = (str(err).splitlines() or [""])[0][:160]
+        raise HarnessError(f"cannot list the files of {where} on {constants.ENDPOINT} "
+                           f"({type(err).__name__}: {first}): prefetch needs internet") from None
+    return str(info.sha), {s.rfilename: int(s.size or 0) for s in info.siblings or []}
+
+
+def choose_model_files(items: list[tuple[str, str, str | None]]) -> list[ModelFiles]:
+    """The files to fetch of every model in a plan, with their sizes (asks the hub)."""
+    chosen = []
+    for kind, ident, rev in items:
+        if kind == "model":
+            sha, files = list_repo(ident, rev)
+            names = select_files(files, ident)
+            chosen.append(ModelFiles(ident, rev, sha, {f: files[f] for f in names},
+                                     sum(files.values()) - sum(files[f] for f in names)))
+    return chosen
+
+
+def print_plan(items: list[tuple[str, str, str | None]], models: list[ModelFiles]) -> None:
+    """The plan, each model with its files and sizes, then the total download size."""
+    for m in models:
+        print(f"model     {m.repo}@{m.revision or 'main'} (commit {m.sha[:12]})")
+        for name, size in m.files.items():
+            print(f"          {human_size(size):>10}  {name}")
+        print(f"          {len(m.files)} files, {human_size(m.nbytes)} "
+              f"(left out: {human_size(m.skipped_bytes)} of other files)")
+    for kind, ident, rev in items:
+        if kind != "model":
+            print(f"{kind:9s} {ident}" + (f"@{rev}" if rev else ""))
+    if models:
+        total = sum(m.nbytes for m in models)
+        print(f"total     {sum(len(m.files) for m in models)} model files, {human_size(total)}")
+
+
+def fetch(items: list[tuple[str, str, str | None]], models: list[ModelFiles]) -> None:
+    """Download every planned item (needs internet): of each model only the chosen files."""
+    _online()
     from huggingface_hub import snapshot_download
 
     lm_tasks = [t for kind, t, _ in items if kind == "lm-eval"]
     lmms_tasks = [t for kind, t, _ in items if kind == "lmms-eval"]
-    for kind, ident, rev in items:
-        if kind == "model":
-            log.info("model %s@%s", ident, rev or "main")
-            snapshot_download(ident, revision=rev)
+    for m in models:
+        log.info("model %s@%s: %d files", m.repo, m.revision or "main", len(m.files))
+        # exact names as patterns; the revision as configured, so the cache maps it (e.g.
+        # `main`) to the snapshot that resolve_model later finds offline
+        snapshot_download(m.repo, revision=m.revision, allow_patterns=list(m.files))
     if lm_tasks:
         from lm_eval.tasks import TaskManager, get_task_dict
 
@@ -109,17 +198,19 @@ MIRROR: list[Path] = []  # the --mirror directory, taken from argv before Hydra 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     """Print the plan; fetch it unless `+dry_run=true`."""
+    for name in ("httpx", "httpx2"):  # one INFO line per hub request would bury the plan
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         items = plan(cfg)
-        for kind, ident, rev in items:
-            print(f"{kind:9s} {ident}" + (f"@{rev}" if rev else ""))
+        models = choose_model_files(items)
+        print_plan(items, models)
         if not items:
             print("nothing to fetch (local pair and no hub benchmarks)")
         for root in MIRROR:
             print(f"mirror    every dataset above, written to {root} (eval.data_root={root})")
         if OmegaConf.select(cfg, "dry_run", default=False) or not items:
             return
-        fetch(items)
+        fetch(items, models)
         print("done: the HF cache now holds everything above; copy HF_HOME to offline nodes")
         for root in MIRROR:
             for repo in write_mirror(cfg.eval, root):

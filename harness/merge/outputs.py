@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from harness.errors import MergeError
-from harness.models.checkpoint import INDEX_NAME, WEIGHT_SUFFIXES
+from harness.models.checkpoint import INDEX_NAMES, WEIGHT_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def check_free_disk(directory: Path, needed_bytes: int) -> None:
 
 
 def _is_weight(path: Path) -> bool:
-    return path.name == INDEX_NAME or path.suffix in WEIGHT_SUFFIXES or path.name.startswith(".")
+    return path.name in INDEX_NAMES or path.suffix in WEIGHT_SUFFIXES or path.name.startswith(".")
 
 
 def write_mllm_files(out: Path, tuned_dir: Path) -> None:

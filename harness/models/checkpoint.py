@@ -1,4 +1,5 @@
-"""Checkpoint I/O: positioned reads of safetensors shards and a planned, threaded writer.
+"""Checkpoint I/O: positioned reads of safetensors shards (`.bin` shards where a checkpoint has
+no safetensors) and a planned, threaded writer.
 
 Nothing here loads a whole model: `CheckpointReader.get` reads one tensor at a time, and
 `PlannedWriter` writes each tensor straight to its planned place in a shard.
@@ -17,15 +18,23 @@ from pathlib import Path
 import torch
 
 from harness.errors import CheckpointError
+from harness.models.bin_checkpoint import (
+    BIN_INDEX_NAME,
+    BIN_PATTERN,
+    BinShards,
+    bin_files,
+)
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "model.safetensors.index.json"
+INDEX_NAMES = (INDEX_NAME, BIN_INDEX_NAME)  # weight maps, which are no config to copy
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")
 
 
 def weight_files(directory: Path) -> list[Path]:
-    """The safetensors files of a checkpoint directory (by its index when it has one)."""
+    """The weight files of a checkpoint directory: its safetensors (by their index when it has
+    one), else its `pytorch_model*.bin` shards (likewise)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
@@ -41,12 +50,10 @@ def weight_files(directory: Path) -> list[Path]:
             raise CheckpointError(f"{index} lists {missing[0].name}, which is missing from "
                                   f"{directory}; re-download the checkpoint")
         return files
-    files = sorted(directory.glob("*.safetensors"))
+    files = sorted(directory.glob("*.safetensors")) or bin_files(directory)
     if not files:
-        bins = sorted(p.name for p in directory.glob("*.bin"))
-        hint = (f" (it has {bins[0]}: convert it to safetensors with transformers' "
-                f"save_pretrained(safe_serialization=True))" if bins else "")
-        raise CheckpointError(f"no *.safetensors weights in {directory}{hint}")
+        raise CheckpointError(f"no weights in {directory}: it has neither *.safetensors nor "
+                              f"{BIN_PATTERN} files")
     return files
 
 
@@ -66,11 +73,13 @@ def _close_fds(fds: dict[Path, int]) -> None:
 
 
 class CheckpointReader:
-    """Name → tensor access over all safetensors shards of a directory.
+    """Name → tensor access over all weight shards of a directory (safetensors, or `.bin`).
 
-    Reads each tensor with one positioned read (`os.pread`) into its own buffer, using the
-    shard's header for the offset: nothing is memory-mapped, so the process holds only the
-    tensors in use (the kernel's page cache is not charged to it) and memory stays flat.
+    Reads each safetensors tensor with one positioned read (`os.pread`) into its own buffer,
+    using the shard's header for the offset: nothing is memory-mapped, so the process holds only
+    the tensors in use (the kernel's page cache is not charged to it) and memory stays flat.
+    `.bin` shards (a checkpoint without safetensors) go through the restricted unpickler and are
+    copied out of their mapping tensor by tensor (harness/models/bin_checkpoint.py).
     """
 
     def __init__(self, directory: Path):
@@ -81,6 +90,11 @@ class CheckpointReader:
         # (a __del__ run during interpreter shutdown finds the os module torn down)
         self._finalize = weakref.finalize(self, _close_fds, self._fds)
         self._meta: dict[str, tuple[Path, str, tuple[int, ...], int, int]] = {}
+        self._bin: BinShards | None = None
+        if self.files[0].suffix == ".bin":
+            self._bin = BinShards(self.files, SAFETENSORS_DTYPES)
+            self._meta = self._bin.meta
+            return
         for path in self.files:
             try:
                 fd = os.open(path, os.O_RDONLY)
@@ -111,6 +125,8 @@ class CheckpointReader:
     def close(self) -> None:
         """Close the shard files (also done when the reader is garbage-collected)."""
         self._finalize()
+        if self._bin is not None:
+            self._bin.close()
 
     def names(self) -> list[str]:
         """All tensor names, in file and offset order."""
@@ -145,6 +161,8 @@ class CheckpointReader:
             raise ValueError(f"buffer of {buf.numel()} {buf.dtype} for {name} ({n} bytes)")
         if n == 0:
             return torch.empty(shape, dtype=TORCH_DTYPES[dtype])
+        if self._bin is not None:
+            return self._bin.read_into(name, buf.view(TORCH_DTYPES[dtype]).reshape(shape))
         view, done = memoryview(buf.numpy()), 0
         while done < n:
             got = os.preadv(self._fds[path], [view[done:]], offset + done)
@@ -166,7 +184,8 @@ class CheckpointReader:
         return sum(p.stat().st_size for p in self.files)
 
     def identity(self) -> list[dict]:
-        """What identifies the weights cheaply: file names, sizes and modification times."""
+        """What identifies the weights cheaply: names, sizes and modification times of the
+        weight files (safetensors or `.bin`)."""
         return [{"file": p.name, "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns}
                 for p in self.files]
 

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import CheckpointError, ConfigError
+from harness.errors import CheckpointError, ConfigError, HarnessError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,10 @@ def resolve_model(ref, revision: str | None = None, pair: str | None = None) -> 
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(text, revision=revision, local_files_only=True))
+        return Path(snapshot_download(text, revision=revision, local_files_only=True,
+                                      allow_patterns=_cached_selection(text, revision)))
+    except HarnessError:
+        raise
     except Exception as err:  # the hub client raises several error types for "not cached"
         hint = f"python -m harness.prefetch pair={pair}" if pair else \
             f"hf download {text}" + (f" --revision {revision}" if revision else "")
@@ -62,6 +65,22 @@ def resolve_model(ref, revision: str | None = None, pair: str | None = None) -> 
             f"model {text} (revision {revision or 'main'}) is neither a directory nor in the "
             f"local HF cache ({type(err).__name__}). On a machine with internet run `{hint}`, "
             f"then copy the HF cache (HF_HOME) to this machine.") from None
+
+
+def _cached_selection(repo: str, revision: str | None) -> list[str] | None:
+    """The files of `repo` the harness reads, chosen from the repository listing the HF cache
+    keeps (None without one). prefetch downloads only these, and the hub client calls a cached
+    snapshot incomplete unless it is asked for no more than it holds."""
+    from huggingface_hub import get_cached_repo_tree
+    from huggingface_hub.errors import CachedRepoTreeNotFoundError
+
+    from harness.models.hub_files import select_files
+
+    try:
+        tree = get_cached_repo_tree(repo, revision=revision)
+    except CachedRepoTreeNotFoundError:
+        return None
+    return select_files({f.path: int(f.size or 0) for f in tree}, repo)
 
 
 def resolve_pair(pair_cfg, paths_cfg) -> ResolvedPair:

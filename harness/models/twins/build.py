@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from harness.models.bin_checkpoint import safetensors_to_bin
 from harness.models.build_once import DONE, build_once
 from harness.models.tiny import _perturb_, set_layout
 from harness.models.twins.kinds import (
@@ -212,13 +213,26 @@ def _nest_vision_model(path: Path) -> None:
 def build_pair(out: Path, spec: dict) -> dict:
     """Build both twins of `spec` (a pair config's `build:` block) into out/base and out/mllm."""
     kind = get_kind(spec["kind"])
+    fmt = base_format(spec)
     start = time.perf_counter()
     base, _ = build_base(out / "base", kind, spec)
     build_mllm(out / "mllm", kind, spec, base, out / "base")
+    if fmt == "bin":  # as the hub has it: torch.save shards + their index, no safetensors
+        size = sum(p.stat().st_size for p in (out / "base").glob("*.safetensors"))
+        safetensors_to_bin(out / "base", out / "base", shard_bytes=size // 2)
     stats = {"build": spec, "real_base": kind.real_base, "real_mllm": kind.real_mllm,
              "seconds": round(time.perf_counter() - start, 2), "torch": torch.__version__}
     (out / DONE).write_text(json.dumps(stats, indent=2))
     return stats
+
+
+def base_format(spec: dict) -> str:
+    """The weight format of the base twin (`build.base_format`: safetensors, the default, or
+    bin for a base that the hub ships as `pytorch_model*.bin` only)."""
+    fmt = spec.get("base_format", "safetensors")
+    if fmt not in ("safetensors", "bin"):
+        raise ValueError(f"build.base_format={fmt!r} is not valid; choose safetensors or bin")
+    return fmt
 
 
 def ensure_built(spec: dict, root: Path, key: str) -> Path:
