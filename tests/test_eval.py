@@ -103,7 +103,10 @@ def test_another_dtype_computes_its_own_answers(smoke_run):
 
     assert loglikelihoods(by_dtype["bfloat16"][0]) != loglikelihoods(by_dtype["auto"][0])
     caches = by_dtype["auto"][1] / "eval_cache"
-    assert sorted(p.name for p in caches.iterdir()) == ["hf-auto", "hf-bfloat16"]
+    # auto is float32 on CPU: the cache is named by the dtype used
+    assert sorted(p.name for p in caches.iterdir()) == ["hf-bfloat16", "hf-float32"]
+    assert {s["dtype"] for s in json.loads((by_dtype["auto"][0] / "result.json").read_text())
+            ["scores"].values()} == {"float32"}
 
 
 def test_processor_that_cannot_place_the_image_fails_the_run(tmp_path, tiny_llama,
