@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_twins import PAIRS, _pair_cfg, twin_paths, twins  # noqa: F401 (fixtures)
+from test_twins import PAIRS
 
 from harness.errors import ConfigError
 
@@ -48,7 +48,7 @@ def test_mllm_config_declares_the_hub_text_dtype_over_float16_weights(twins, nam
     assert config["dtype"] == "float16"
     assert config["text_config"]["dtype"] == HUB_TEXT_DTYPE[name]
     with safe_open(str(pair.mllm / "model.safetensors"), "pt") as f:
-        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}  # noqa: SIM118
 
 
 @pytest.fixture(scope="module")

@@ -40,19 +40,6 @@ def _pair_cfg(name: str):
     return OmegaConf.load(root / "conf" / "pair" / f"{name}.yaml")
 
 
-@pytest.fixture(scope="session")
-def twin_paths(tmp_path_factory):
-    return OmegaConf.create({"cache": str(tmp_path_factory.mktemp("twin_cache"))})
-
-
-@pytest.fixture(scope="session")
-def twins(twin_paths):
-    """Every twin pair, built once per session: {name: ResolvedPair}."""
-    from harness.models.pair import resolve_pair
-
-    return {name: resolve_pair(_pair_cfg(name), twin_paths) for name in PAIRS}
-
-
 def test_build_is_cached(twins, twin_paths, caplog):
     from harness.models.pair import resolve_pair
 
