@@ -51,6 +51,9 @@ def test_record_holds_real_scores_from_both_tools(smoke_run):
     for key in ("run_id", "experiment", "pair", "method", "params", "merge", "config",
                 "versions", "git_sha", "created_at"):
         assert key in rec
+    # pair=local: eval_dtype auto, float32 on CPU, for both tools
+    assert rec["evaluated_with"] == {"lm-eval": {"dtype": "float32", "device": "cpu"},
+                                     "lmms-eval": {"dtype": "float32", "device": "cpu"}}
     run = path.parent
     assert (run / "lm_eval" / "samples_harness_smoke_mc.jsonl").is_file()
     assert (run / "lm_eval" / "results_0shot.json").is_file()
