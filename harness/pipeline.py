@@ -32,6 +32,12 @@ def averages(scores: dict) -> dict:
     return out
 
 
+def evaluated_with(scores: dict) -> dict:
+    """tool → {dtype, device} the tool loaded its model with (from the score entries)."""
+    return {s["tool"]: {"dtype": s.get("dtype"), "device": s.get("device")}
+            for s in scores.values()}
+
+
 def method_params(cfg: DictConfig) -> dict:
     """The method's parameters as a plain dict ({} when the method has none)."""
     params = cfg.method.get("params")
@@ -57,6 +63,9 @@ def run(cfg: DictConfig) -> dict:
     from harness.merge import merge_checkpoints
 
     pair = resolve_pair(cfg.pair, cfg.paths)
+    if stage != "merge":
+        from harness.eval.preflight import check_eval_setup
+        check_eval_setup(cfg.eval, pair)  # before a merge that could not be evaluated
     merge_dir = Path(cfg.paths.merges) / records.merge_id(cfg)
     if stage in ("merge", "all"):
         report = merge_checkpoints(
@@ -128,6 +137,7 @@ def build_record(cfg: DictConfig, ident: dict, scores: dict, report: dict,
         "eval_limit": cfg.eval.get("limit"),
         "status": "complete",
         "scores": scores,
+        "evaluated_with": evaluated_with(scores),
         "averages": averages(scores),
         "merge": merge_stats,
         "config": OmegaConf.to_container(cfg, resolve=True),

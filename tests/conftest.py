@@ -76,3 +76,28 @@ def micro_cache():
     pair = OmegaConf.load(root / "conf" / "pair" / "micro.yaml")
     ensure_pair(pair, cache, progress=False)
     return cache
+
+
+TWIN_PAIRS = ("twin_llava_next_llama3_8b", "twin_llava_next_mistral_7b", "twin_llava15_vicuna_7b")
+
+
+@pytest.fixture(scope="session")
+def twin_paths(tmp_path_factory):
+    """A `paths` config whose cache holds this session's twin builds."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"cache": str(tmp_path_factory.mktemp("twin_cache"))})
+
+
+@pytest.fixture(scope="session")
+def twins(twin_paths):
+    """Every twin pair, built once per session: {name: ResolvedPair}."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from harness.models.pair import resolve_pair
+
+    conf = Path(__file__).resolve().parent.parent / "conf" / "pair"
+    return {name: resolve_pair(OmegaConf.load(conf / f"{name}.yaml"), twin_paths)
+            for name in TWIN_PAIRS}

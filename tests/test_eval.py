@@ -51,6 +51,9 @@ def test_record_holds_real_scores_from_both_tools(smoke_run):
     for key in ("run_id", "experiment", "pair", "method", "params", "merge", "config",
                 "versions", "git_sha", "created_at"):
         assert key in rec
+    # pair=local: eval_dtype auto, float32 on CPU, for both tools
+    assert rec["evaluated_with"] == {"lm-eval": {"dtype": "float32", "device": "cpu"},
+                                     "lmms-eval": {"dtype": "float32", "device": "cpu"}}
     run = path.parent
     assert (run / "lm_eval" / "samples_harness_smoke_mc.jsonl").is_file()
     assert (run / "lm_eval" / "results_0shot.json").is_file()
@@ -103,7 +106,10 @@ def test_another_dtype_computes_its_own_answers(smoke_run):
 
     assert loglikelihoods(by_dtype["bfloat16"][0]) != loglikelihoods(by_dtype["auto"][0])
     caches = by_dtype["auto"][1] / "eval_cache"
-    assert sorted(p.name for p in caches.iterdir()) == ["hf-auto", "hf-bfloat16"]
+    # auto is float32 on CPU: the cache is named by the dtype used
+    assert sorted(p.name for p in caches.iterdir()) == ["hf-bfloat16", "hf-float32"]
+    assert {s["dtype"] for s in json.loads((by_dtype["auto"][0] / "result.json").read_text())
+            ["scores"].values()} == {"float32"}
 
 
 def test_processor_that_cannot_place_the_image_fails_the_run(tmp_path, tiny_llama,

@@ -57,9 +57,17 @@ def test_report_and_files_of_a_multimodal_merge(tmp_path, tiny_llama, tiny_llava
                                torch.lerp(base_w[up][other], tuned_w["language_model." + up][other],
                                           0.5))
     # every non-weight file of the tuned model is in out/mllm; out/llm has the tuned tokenizer
+    # (config.json declaring the dtypes written: dtype and torch_dtype, the text_config's too)
     for f in tiny_llava_next.iterdir():
-        if f.suffix != ".safetensors":
+        if f.suffix != ".safetensors" and f.name != "config.json":
             assert (out / "mllm" / f.name).read_bytes() == f.read_bytes(), f.name
+    written, tuned = (json.loads(p.read_text()) for p in (out / "mllm" / "config.json",
+                                                            tiny_llava_next / "config.json"))
+    for c in (written, written["text_config"]):
+        assert c.pop("dtype") == c.pop("torch_dtype") == "float32"
+    for c in (tuned, tuned["text_config"]):
+        c.pop("dtype", None), c.pop("torch_dtype", None)
+    assert written == tuned
     tok = AutoTokenizer.from_pretrained(out / "llm")
     assert "<image>" in tok.get_vocab() and (out / "llm" / "generation_config.json").is_file()
     cfg = json.loads((out / "llm" / "config.json").read_text())

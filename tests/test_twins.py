@@ -40,19 +40,6 @@ def _pair_cfg(name: str):
     return OmegaConf.load(root / "conf" / "pair" / f"{name}.yaml")
 
 
-@pytest.fixture(scope="session")
-def twin_paths(tmp_path_factory):
-    return OmegaConf.create({"cache": str(tmp_path_factory.mktemp("twin_cache"))})
-
-
-@pytest.fixture(scope="session")
-def twins(twin_paths):
-    """Every twin pair, built once per session: {name: ResolvedPair}."""
-    from harness.models.pair import resolve_pair
-
-    return {name: resolve_pair(_pair_cfg(name), twin_paths) for name in PAIRS}
-
-
 def test_build_is_cached(twins, twin_paths, caplog):
     from harness.models.pair import resolve_pair
 
@@ -134,11 +121,13 @@ def test_family_config_and_special_tokens(twins, name):
         assert cfg.pad_token_id == 0 and cfg.max_position_embeddings == 4096
     ids = tok("Hello world").input_ids
     assert ids[0] == tok.bos_token_id
+    if name == "twin_llava15_vicuna_7b":  # lmsys/vicuna-7b-v1.5 on main has no chat template
+        assert tok.chat_template is None
+        return
     text = tok.apply_chat_template([{"role": "user", "content": "Hello"}], tokenize=False,
                                    add_generation_prompt=True)
     marker = {"twin_llava_next_llama3_8b": "<|start_header_id|>assistant<|end_header_id|>",
-              "twin_llava_next_mistral_7b": "[INST] Hello [/INST]",
-              "twin_llava15_vicuna_7b": "A chat between a curious user"}[name]
+              "twin_llava_next_mistral_7b": "[INST] Hello [/INST]"}[name]
     assert marker in text
 
 
@@ -196,8 +185,12 @@ def test_merge_maps_every_language_model_tensor(twins, name, tmp_path):
     _, info = getattr(transformers, mllm_cls).from_pretrained(tmp_path / "merge" / "mllm",
                                                               output_loading_info=True)
     assert not any(info.values()), info
-    # out/llm's tokenizer keeps a text chat template (the processor's stays in chat_template.json)
+    # out/llm's tokenizer keeps the tuned tokenizer's text chat template, or none as on the hub
+    # (the processor's stays in out/mllm's chat_template.json)
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "merge" / "llm")
+    if name == "twin_llava15_vicuna_7b":
+        assert tok.chat_template is None
+        return
     text = tok.apply_chat_template([{"role": "user", "content": "Hello"}], tokenize=False,
                                    add_generation_prompt=True)
     assert "Hello" in text and "<image>" not in text

@@ -75,7 +75,7 @@ def evaluate(eval_cfg, llm_dir: Path, mllm_dir: Path | None, run_dir: Path, seed
         check_mirror(root, suite_data_needs(benches, managers), eval_cfg.name)
     scores = {}
     if language:
-        cache = lm_eval_runner.cache_dir(llm_dir, eval_cfg)
+        cache = lm_eval_runner.cache_dir(llm_dir, eval_cfg, device)
         scores.update(lm_eval_runner.run_lm_eval(language, llm_dir, run_dir, managers["lm-eval"],
                                                  eval_cfg, device, seed, cache, root))
     if vision:

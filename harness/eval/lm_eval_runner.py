@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from harness.errors import EvalError
+from harness.eval.dtype import eval_dtype
 from harness.eval.failures import check_generations, tool_error
 from harness.eval.mirror import working_directory
 from harness.eval.scores import score_entry
@@ -27,13 +28,13 @@ def _write_samples(samples: dict, out: Path) -> None:
             fh.writelines(json.dumps(row, default=str) + "\n" for row in rows)
 
 
-def cache_dir(llm_dir: Path, eval_cfg) -> Path:
+def cache_dir(llm_dir: Path, eval_cfg, device: str = "cpu") -> Path:
     """lm-eval's request cache for one checkpoint loaded one way: `<merge>/eval_cache/<backend>-
-    <dtype>`. lm-eval keys a cached response by the request alone (prompt, continuation,
-    generation arguments), never by the model or how it was loaded, so a cache shared between
-    checkpoints, backends or dtypes would hand one the answers of another. A merge redone
-    replaces its whole directory, this cache with it."""
-    backend, dtype = eval_cfg.get("backend", "hf"), eval_cfg.get("dtype", "auto")
+    <dtype>` (the dtype used on `device`). lm-eval keys a cached response by the request alone
+    (prompt, continuation, generation arguments), never by the model or how it was loaded, so
+    a cache shared between checkpoints, backends or dtypes would hand one the answers of
+    another. A merge redone replaces its whole directory, this cache with it."""
+    backend, dtype = eval_cfg.get("backend", "hf"), eval_dtype(eval_cfg, device)
     return Path(llm_dir).parent / "eval_cache" / f"{backend}-{dtype}"
 
 
@@ -65,17 +66,16 @@ def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, manager,
     max_new = eval_cfg.get("max_new_tokens")
     gen_kwargs = {"max_gen_toks": int(max_new)} if max_new else None
     backend = eval_cfg.get("backend", "hf")
+    dtype = eval_dtype(eval_cfg, device)
     if backend == "vllm":
         try:
             import vllm  # noqa: F401
         except ImportError:
             raise EvalError("eval.backend=vllm needs vLLM (GPU only): pip install -e '.[vllm]'"
                             ) from None
-        model_args = {"pretrained": str(llm_dir), "dtype": eval_cfg.get("dtype", "auto"),
-                      "seed": seed}
+        model_args = {"pretrained": str(llm_dir), "dtype": dtype, "seed": seed}
     elif backend == "hf":
-        model_args = {"pretrained": str(llm_dir), "dtype": eval_cfg.get("dtype", "auto"),
-                      "device": device}
+        model_args = {"pretrained": str(llm_dir), "dtype": dtype, "device": device}
     else:
         raise EvalError(f"eval.backend={backend!r} is not valid; choose hf or vllm")
     out_dir = run_dir / "lm_eval"
@@ -116,5 +116,5 @@ def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, manager,
             scores[b.name] = score_entry(b, res["results"].get(b.task), n,
                                          res.get("versions", {}).get(b.task),
                                          limited=eval_cfg.get("limit") is not None)
-            scores[b.name]["empty"] = empty
+            scores[b.name].update(empty=empty, dtype=dtype, device=device)
     return scores

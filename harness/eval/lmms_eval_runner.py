@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from harness.errors import EvalError
+from harness.eval.dtype import eval_dtype
 from harness.eval.failures import check_generations, tool_error
 from harness.eval.lm_eval_runner import _dump, _write_samples
 from harness.eval.mirror import working_directory
@@ -43,9 +44,7 @@ def run_lmms_eval(benches: list[Benchmark], mllm_dir: Path, run_dir: Path, manag
     max_new = eval_cfg.get("max_new_tokens")
     out_dir = run_dir / "lmms_eval"
     cli_args = argparse.Namespace(output_path=str(out_dir), process_with_media=True)
-    dtype = eval_cfg.get("dtype", "auto")
-    dtype = "float32" if dtype == "auto" and device == "cpu" else ("bfloat16" if dtype == "auto"
-                                                                   else dtype)
+    dtype = eval_dtype(eval_cfg, device)
     # model_args must be a string for llava_hf; device_map must be set
     model_args = f"pretrained={mllm_dir},device_map={device},dtype={dtype}"
     errors: list[str] = []
@@ -81,5 +80,5 @@ def run_lmms_eval(benches: list[Benchmark], mllm_dir: Path, run_dir: Path, manag
         scores[b.name] = score_entry(b, res["results"].get(b.task), len(task_samples),
                                      res.get("versions", {}).get(b.task),
                                          limited=eval_cfg.get("limit") is not None)
-        scores[b.name]["empty"] = empty
+        scores[b.name].update(empty=empty, dtype=dtype, device=device)
     return scores

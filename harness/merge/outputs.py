@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from harness.errors import MergeError
@@ -37,12 +39,14 @@ def _is_weight(path: Path) -> bool:
 
 
 def write_mllm_files(out: Path, tuned_dir: Path) -> None:
-    """Copy every non-weight file of the tuned model (config, processor, tokenizer, template)."""
+    """Copy every non-weight file of the tuned model (config, processor, tokenizer, template);
+    the config then declares the dtypes the merge wrote (`declare_written_dtypes`)."""
     for src in sorted(Path(tuned_dir).rglob("*")):
         if src.is_file() and not _is_weight(src):
             dst = out / src.relative_to(tuned_dir)
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
+    declare_written_dtypes(out)
 
 
 def write_llm_files(out: Path, tuned_dir: Path, base_dir: Path, tuned_cfg: dict,
@@ -56,7 +60,6 @@ def write_llm_files(out: Path, tuned_dir: Path, base_dir: Path, tuned_cfg: dict,
     if not multimodal:
         write_mllm_files(out, tuned_dir)
         return
-    import json
 
     text = dict(tuned_cfg.get("text_config") or {})
     model_type = text.get("model_type", "llama")
@@ -78,6 +81,7 @@ def write_llm_files(out: Path, tuned_dir: Path, base_dir: Path, tuned_cfg: dict,
         text["vocab_size"] = vocab_rows
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(text, indent=2, sort_keys=True))
+    declare_written_dtypes(out)
     for name in ("generation_config.json",):
         src = tuned_dir / name if (tuned_dir / name).is_file() else base_dir / name
         if src.is_file():
@@ -89,14 +93,60 @@ def write_llm_files(out: Path, tuned_dir: Path, base_dir: Path, tuned_cfg: dict,
     keep_text_template(out, base_dir)
 
 
+# safetensors dtype → the name config.json uses
+CONFIG_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64"}
+
+
+def written_dtypes(directory: Path) -> tuple[str | None, str | None]:
+    """(dtype of the checkpoint, dtype of its language model) as config.json names them: the
+    floating-point dtype holding the most bytes among all tensors, and among the language
+    model's (None when there is no such tensor)."""
+    from harness.models.checkpoint import CheckpointReader
+    from harness.models.keymap import detect_layout, to_base_name
+
+    reader = CheckpointReader(directory)
+    try:
+        names = reader.names()
+        layout = detect_layout(names, str(directory))
+        every, language = Counter(), Counter()
+        for name in names:
+            dtype = CONFIG_DTYPES.get(reader.dtype_name(name))
+            if dtype is None:
+                continue
+            every[dtype] += reader.nbytes_of(name)
+            if to_base_name(name, layout) is not None:
+                language[dtype] += reader.nbytes_of(name)
+    finally:
+        reader.close()
+
+    def top(counts: Counter) -> str | None:
+        return counts.most_common(1)[0][0] if counts else None
+
+    return top(every), top(language)
+
+
+def declare_written_dtypes(out: Path) -> None:
+    """Make out/'s config.json declare the dtype its weights were written in (`dtype` and
+    `torch_dtype`; the text_config's from the language model's tensors): a tuned config may
+    declare another (llava-hf's LLaVA-NeXT repos: bfloat16 for the text model over float16
+    weights), and an evaluator loading with dtype `auto` follows the declaration."""
+    path = out / "config.json"
+    cfg = json.loads(path.read_text())
+    overall, language = written_dtypes(out)
+    if overall is None:
+        return
+    cfg["dtype"] = cfg["torch_dtype"] = overall
+    if isinstance(cfg.get("text_config"), dict):
+        cfg["text_config"]["dtype"] = cfg["text_config"]["torch_dtype"] = language or overall
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+
+
 PROBE = "What is the capital of France?"
 
 
 def chat_template(directory: Path) -> str | None:
     """The chat template a tokenizer loaded from `directory` uses: chat_template.jinja, else
     tokenizer_config.json's `chat_template` (a string, or the `default` of a named list)."""
-    import json
-
     jinja = Path(directory) / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text()
@@ -130,19 +180,39 @@ def keeps_text(template: str) -> bool:
     return PROBE in text
 
 
+def text_template(template: str | None, base_dir: Path) -> str | None:
+    """The chat template out/llm keeps given the tuned tokenizer's `template`: that one when it
+    keeps a plain-string message (or is None: no template), else the base LLM's when that one
+    does, else none."""
+    if template is None or keeps_text(template):
+        return template
+    base = chat_template(base_dir)
+    return base if base is not None and keeps_text(base) else None
+
+
+def llm_template(tuned_dir: Path, base_dir: Path, multimodal: bool) -> str | None:
+    """The chat template `write_llm_files` gives out/llm for this pair, read from the pair's own
+    files before anything is merged or loaded (None: out/llm will have none)."""
+    tuned_dir, base_dir = Path(tuned_dir), Path(base_dir)
+    if not multimodal:
+        return chat_template(tuned_dir)
+    source = tuned_dir if (tuned_dir / "tokenizer_config.json").is_file() else base_dir
+    return text_template(chat_template(source), base_dir)
+
+
 def keep_text_template(out: Path, base_dir: Path) -> None:
     """out/llm is a text-only model: its chat template must keep a plain-string message. When
     the tuned model's is a multimodal one that drops it (a processor's chat_template.jinja saved
-    beside the tokenizer), out/llm gets the base LLM's template instead, or none (lm-eval then
-    fails clearly when eval.chat_template=true) when the base has none that works either."""
+    beside the tokenizer), out/llm gets the base LLM's template instead, or none (then
+    eval.chat_template=true is refused before anything loads: harness/eval/preflight.py)."""
     template = chat_template(out)
     (out / "chat_template.json").unlink(missing_ok=True)  # a processor file; out/llm has none
-    if template is None or keeps_text(template):
+    kept = text_template(template, base_dir)
+    if kept == template:
         return
-    base = chat_template(base_dir)
     _drop_template(out)
-    if base is not None and keeps_text(base):
-        (out / "chat_template.jinja").write_text(base)
+    if kept is not None:
+        (out / "chat_template.jinja").write_text(kept)
         log.warning("out/llm: the tuned model's chat template drops plain-text messages (a "
                     "multimodal processor template); out/llm uses the base LLM's (%s)", base_dir)
     else:
@@ -151,8 +221,6 @@ def keep_text_template(out: Path, base_dir: Path) -> None:
 
 
 def _drop_template(out: Path) -> None:
-    import json
-
     (out / "chat_template.jinja").unlink(missing_ok=True)
     config = out / "tokenizer_config.json"
     if config.is_file():

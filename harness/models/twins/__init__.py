@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 KEYS = ("kind", "version", "seed", "perturb", "text", "vision")
 # Bump when the builder writes other files or weights for the same build block: cached twins
 # (and the merges and runs named after them) are then rebuilt, not reused.
-BUILDER_REVISION = 1
+BUILDER_REVISION = 2
 
 
 def build_key(spec: dict) -> str:

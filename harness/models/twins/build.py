@@ -78,7 +78,7 @@ def build_base(out: Path, kind: TwinKind, spec: dict):
     return model, tok
 
 
-def _mllm_tokenizer(base_dir: Path):
+def _mllm_tokenizer(base_dir: Path, kind: TwinKind):
     from tokenizers import AddedToken
     from transformers import AutoTokenizer
 
@@ -86,6 +86,8 @@ def _mllm_tokenizer(base_dir: Path):
     tok.add_tokens([AddedToken(MM_TOKENS[0], special=True, normalized=False)],
                    special_tokens=True)
     tok.add_special_tokens({"pad_token": MM_TOKENS[1]})
+    for key, value in kind.mllm_tokenizer_args.items():
+        setattr(tok, key, value)
     return tok
 
 
@@ -140,7 +142,7 @@ def build_mllm(out: Path, kind: TwinKind, spec: dict, base, base_dir: Path) -> N
         LlavaNextForConditionalGeneration,
     )
 
-    tok = _mllm_tokenizer(base_dir)
+    tok = _mllm_tokenizer(base_dir, kind)
     base_vocab = base.config.vocab_size
     rows = -(-len(tok) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
     text_cfg = base.config.to_dict()
@@ -180,6 +182,15 @@ def build_mllm(out: Path, kind: TwinKind, spec: dict, base, base_dir: Path) -> N
                                                            indent=2))
     set_layout(out, "old")
     _nest_vision_model(out / "model.safetensors")
+    _declare_text_dtype(out / "config.json", kind.text_dtype)
+
+
+def _declare_text_dtype(path: Path, dtype: str) -> None:
+    """The hub configs declare a dtype for the text model of their own (bfloat16 over the
+    float16 weights of the LLaVA-NeXT repos); transformers writes none."""
+    cfg = json.loads(path.read_text())
+    cfg["text_config"]["dtype"] = dtype
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def _hub_template_files(out: Path, tok) -> None:

@@ -28,11 +28,14 @@ class TwinKind:
     mllm_class: str                # llava | llava_next
     base_fields: dict              # real config.json fields of the base (sizes excluded)
     base_generation: dict          # real generation_config.json, token names for ids
-    base_template: str
-    mllm_template: str
+    base_template: str | None      # the base tokenizer's chat template (None: the hub has none)
+    mllm_template: str             # the processor's (chat_template.json)
     dtypes: tuple[str, str]        # (base, mllm) torch dtypes of the real checkpoints
+    text_dtype: str                # what the MLLM's config.json declares for its text model
     tokenizer_args: dict = field(default_factory=dict)
     mllm_generation: dict = field(default_factory=dict)
+    # the MLLM tokenizer's own settings where they differ from the base's
+    mllm_tokenizer_args: dict = field(default_factory=dict)
 
 
 KINDS = {
@@ -49,7 +52,7 @@ KINDS = {
                          "do_sample": True, "temperature": 0.6, "top_p": 0.9,
                          "max_length": 4096},
         base_template=T.LLAMA3_INSTRUCT, mllm_template=T.LLAVA_NEXT_LLAMA3,
-        dtypes=("bfloat16", "float16"),
+        dtypes=("bfloat16", "float16"), text_dtype="bfloat16",
         mllm_generation={"bos_token_id": "<|begin_of_text|>", "eos_token_id": "<|eot_id|>"}),
     "llava_next_mistral": TwinKind(
         real_base="mistralai/Mistral-7B-Instruct-v0.2",
@@ -60,11 +63,11 @@ KINDS = {
                      "tie_word_embeddings": False, "bos": "<s>", "eos": "</s>"},
         base_generation={"bos_token_id": "<s>", "eos_token_id": "</s>"},
         base_template=T.MISTRAL_INSTRUCT_V02, mllm_template=T.LLAVA_NEXT_MISTRAL,
-        dtypes=("bfloat16", "float16"),
+        dtypes=("bfloat16", "float16"), text_dtype="bfloat16",
         tokenizer_args={"legacy": True, "pad_token": None,
                         "model_max_length": 1000000000000000019884624838656,
                         "padding_side": "left"},
-        mllm_generation={"bos_token_id": "<s>", "eos_token_id": "</s>", "pad_token_id": "<pad>"}),
+        mllm_generation={"bos_token_id": "<s>", "eos_token_id": "</s>"}),
     "llava15_vicuna": TwinKind(
         real_base="lmsys/vicuna-7b-v1.5",
         real_mllm="llava-hf/llava-1.5-7b-hf",
@@ -74,11 +77,14 @@ KINDS = {
                      "tie_word_embeddings": False, "bos": "<s>", "eos": "</s>", "pad": "<unk>"},
         base_generation={"bos_token_id": "<s>", "eos_token_id": "</s>", "pad_token_id": "<unk>",
                          "temperature": 0.9, "top_p": 0.6, "max_length": 4096},
-        base_template=T.VICUNA_V11, mllm_template=T.LLAVA15,
-        dtypes=("float16", "float16"),
+        # lmsys/vicuna-7b-v1.5 on main and llava-1.5-7b-hf's tokenizer have no chat template
+        base_template=None, mllm_template=T.LLAVA15,
+        dtypes=("float16", "float16"), text_dtype="float16",
         tokenizer_args={"legacy": False, "pad_token": "<unk>", "model_max_length": 4096,
                         "padding_side": "right"},
-        mllm_generation={"bos_token_id": "<s>", "eos_token_id": "</s>", "pad_token_id": "<pad>"}),
+        mllm_generation={"bos_token_id": "<s>", "eos_token_id": "</s>", "pad_token_id": "<pad>"},
+        mllm_tokenizer_args={"padding_side": "left",
+                             "model_max_length": 1000000000000000019884624838656}),
 }
 
 

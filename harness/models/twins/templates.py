@@ -23,17 +23,6 @@ MISTRAL_INSTRUCT_V02 = (
     "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}"
     "{% endif %}{% endfor %}")
 
-VICUNA_V11 = (
-    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
-    "{% set system_message = messages[0]['content'] | trim + ' ' %}{% else %}"
-    "{% set loop_messages = messages %}{% set system_message = 'A chat between a curious user "
-    "and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite "
-    "answers to the user\\'s questions. ' %}{% endif %}{{ bos_token + system_message }}"
-    "{% for message in loop_messages %}{% if message['role'] == 'user' %}"
-    "{{ 'USER: ' + message['content'] | trim + ' ' }}{% elif message['role'] == 'assistant' %}"
-    "{{ 'ASSISTANT: ' + message['content'] | trim + eos_token }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
-
 LLAVA_NEXT_LLAMA3 = (
     "{% for message in messages %}{{'<|start_header_id|>' + message['role'] + "
     "'<|end_header_id|>\n\n'}}{# Render all images first #}"

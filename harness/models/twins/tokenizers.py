@@ -104,7 +104,7 @@ def byte_level_llama3(vocab: int, seed: int = 0):
         single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
         special_tokens=[(bos, tok.token_to_id(bos))])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token="<|eot_id|>",
-                                   clean_up_tokenization_spaces=False,
+                                   clean_up_tokenization_spaces=True,
                                    model_max_length=1000000000000000019884624838656,
                                    model_input_names=["input_ids", "attention_mask"])
 
