@@ -33,9 +33,13 @@ def averages(scores: dict) -> dict:
 
 
 def method_params(cfg: DictConfig) -> dict:
-    """The method's parameters as a plain dict ({} when the method has none)."""
+    """The method's parameters as a plain dict, a null one (conf/method) as the method's
+    default ({} when the method has none)."""
+    from harness.merge.registry import filled_params, get_method
+
     params = cfg.method.get("params")
-    return {} if params is None else OmegaConf.to_container(params, resolve=True)
+    given = {} if params is None else OmegaConf.to_container(params, resolve=True)
+    return filled_params(get_method(cfg.method.name), given)
 
 
 def run(cfg: DictConfig) -> dict:

@@ -16,7 +16,11 @@ from harness.merge.stream import MergeContext, abs_delta
 
 @dataclass(frozen=True)
 class BreadcrumbsParams:
-    """density in (0, 1]; gamma (share of top outliers dropped) in [0, 1); scale ≥ 0."""
+    """density in (0, 1]; gamma (share of top outliers dropped) in [0, 1); scale ≥ 0.
+
+    Defaults: chosen on eval=micro_val by +experiment=micro_select (docs/micro.md); they are
+    the CLI's too (conf/method/*.yaml leaves each parameter null: its default here).
+    """
 
     density: float = 0.2
     gamma: float = 0.01

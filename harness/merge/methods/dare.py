@@ -17,10 +17,14 @@ from harness.merge.stream import MergeContext
 
 @dataclass(frozen=True)
 class DareParams:
-    """density: keep probability, in (0, 1]; scale ≥ 0; seed: offset added to the run's seed."""
+    """density: keep probability, in (0, 1]; scale ≥ 0; seed: offset added to the run's seed.
+
+    Defaults: chosen on eval=micro_val by +experiment=micro_select (docs/micro.md); they are
+    the CLI's too (conf/method/*.yaml leaves each parameter null: its default here).
+    """
 
     density: float = 0.5
-    scale: float = 1.0
+    scale: float = 0.5
     seed: int = 0
 
     def __post_init__(self):

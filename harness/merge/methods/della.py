@@ -22,11 +22,15 @@ from harness.merge.stream import MergeContext, abs_delta
 
 @dataclass(frozen=True)
 class DellaParams:
-    """density in (0, 1]; epsilon ≥ 0 with density − ε > 0 and density + ε ≤ 1; scale ≥ 0."""
+    """density in (0, 1]; epsilon ≥ 0 with density − ε > 0 and density + ε ≤ 1; scale ≥ 0.
 
-    density: float = 0.4
+    Defaults: chosen on eval=micro_val by +experiment=micro_select (docs/micro.md); they are
+    the CLI's too (conf/method/*.yaml leaves each parameter null: its default here).
+    """
+
+    density: float = 0.6
     epsilon: float = 0.1
-    scale: float = 1.0
+    scale: float = 0.5
     seed: int = 0
 
     def __post_init__(self):

@@ -17,7 +17,11 @@ from harness.merge.stream import MergeContext, abs_delta
 
 @dataclass(frozen=True)
 class TiesParams:
-    """density: share of entries kept, in (0, 1]; scale: multiplier of the kept Δ, ≥ 0."""
+    """density: share of entries kept, in (0, 1]; scale: multiplier of the kept Δ, ≥ 0.
+
+    Defaults: chosen on eval=micro_val by +experiment=micro_select (docs/micro.md); they are
+    the CLI's too (conf/method/*.yaml leaves each parameter null: its default here).
+    """
 
     density: float = 0.2
     scale: float = 1.0
