@@ -70,6 +70,7 @@ def run(cfg: DictConfig) -> dict:
             force=bool(cfg.force), shard_size_mb=int(cfg.merge.shard_size_mb),
             progress=bool(cfg.merge.progress), memory_mb=int(cfg.merge.memory_mb),
             kernels=str(cfg.merge.get("kernels", "auto")),
+            allow_unrelated=bool(cfg.merge.get("allow_unrelated", False)),
         )
         if stage == "merge":
             log.info("merged model written to %s", merge_dir)

@@ -46,6 +46,7 @@ from harness.merge.report import (
     load_merge_report,
     merge_lock,
 )
+from harness.merge.sanity import PairCheck
 from harness.merge.stream import MergeContext, lerp_into, release_scratch
 from harness.models.checkpoint import TORCH_DTYPES, CheckpointReader, PlannedWriter
 from harness.models.keymap import TensorPlan, detect_layout, plan_tensors
@@ -69,7 +70,8 @@ def pick_device(device: str) -> torch.device:
 def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=None,
                       device: str = "cpu", seed: int = 0, force: bool = False,
                       shard_size_mb: int = 2000, progress: bool = True,
-                      memory_mb: int = MEMORY_MB, kernels: str = "auto") -> dict:
+                      memory_mb: int = MEMORY_MB, kernels: str = "auto",
+                      allow_unrelated: bool = False) -> dict:
     """Merge a base LLM with the language model of a tuned model (an MLLM or a causal LM).
 
     Args:
@@ -89,6 +91,8 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
             kernels on CPU where they apply, loaded in the background meanwhile the methods'
             definitions run), `fused` (always, loaded on first use) or `torch` (never); all
             give the same bits.
+        allow_unrelated: merge a pair whose first weight matrices differ as much as unrelated
+            models do (harness/merge/sanity.py); by default such a pair is a MergeError.
 
     Returns:
         The merge report (what merge.json holds).
@@ -125,7 +129,8 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
         try:
             report = _execute(base_reader, tuned_reader, spec, p, tmp, dev, int(seed),
-                              shard_size_mb, progress, memory_mb, kernels)
+                              shard_size_mb, progress, memory_mb, kernels,
+                              bool(allow_unrelated))
             report.update({"identity": digest, "inputs": identity, "status": "complete"})
             # returned exactly as stored, so a fresh and a reused merge give the same object
             report = json.loads(json.dumps(report, default=str))
@@ -168,7 +173,7 @@ def _units(plans: list[TensorPlan], grouped: bool) -> list[list[TensorPlan]]:
 
 def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec, p, out: Path,
              dev: torch.device, seed: int, shard_size_mb: int, progress: bool,
-             memory_mb: int, kernels: str) -> dict:
+             memory_mb: int, kernels: str, allow_unrelated: bool) -> dict:
     start = time.perf_counter()
     if kernels == "auto" and dev.type == "cpu":  # loads while the merge starts on the torch path
         accel.preload(spec, {TORCH_DTYPES.get(tuned_reader.dtype_name(n))
@@ -198,6 +203,7 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
                                 shard_bytes) if multimodal else None
     pool = BufferPool(int(memory_mb) * 1024 * 1024, pin=dev.type == "cuda")
     ctx = MergeContext(seed=seed)
+    check = PairCheck(allow_unrelated, where) if spec.reads_base else None
     located: dict[str, dict[str, list[int]]] = {}
     bar = tqdm(total=tuned_reader.nbytes(), unit="B", unit_scale=True, disable=not progress,
                desc=f"merge {spec.name}", dynamic_ncols=True)
@@ -224,7 +230,7 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as prefetch:
             def read(i: int) -> Future:
                 return prefetch.submit(_load_unit, pool, base_reader, tuned_reader, units[i],
-                                       spec.reads_base)
+                                       spec.reads_base, check)
 
             try:
                 if dev.type == "cuda":
@@ -239,6 +245,8 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
                         _merge_unit(spec, p, unit, loaded, ctx, located, kernels)
                         finish(i, loaded)
                         del loaded
+                if check is not None:  # a model with fewer matrices than the sample
+                    check.decide()
             except BaseException:
                 pool.close()  # a prefetch waiting for buffers must not wait forever
                 raise
@@ -277,6 +285,7 @@ def _execute(base_reader: CheckpointReader, tuned_reader: CheckpointReader, spec
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_buffers_mb": round(pool.peak / 2**20, 1),
         "device": str(dev),
+        "pair_check": check.summary() if check is not None else None,
         "bytes_read": base_reader.nbytes() + tuned_reader.nbytes(),
         "versions": library_versions(),
     }
@@ -300,8 +309,11 @@ class _Loaded:
 
 
 def _load_unit(pool: BufferPool, base_reader: CheckpointReader, tuned_reader: CheckpointReader,
-               unit: list[TensorPlan], reads_base: bool) -> list[_Loaded]:
-    """Read one unit's tensors into pool buffers (runs on the prefetch thread)."""
+               unit: list[TensorPlan], reads_base: bool,
+               check: PairCheck | None = None) -> list[_Loaded]:
+    """Read one unit's tensors into pool buffers (runs on the prefetch thread) and show the
+    matched ones to the pair check (which refuses an unrelated base here, before the merge of
+    the first matrices)."""
     loaded, held = [], 0
     for plan in unit:
         n = tuned_reader.nbytes_of(plan.tuned)
@@ -313,6 +325,9 @@ def _load_unit(pool: BufferPool, base_reader: CheckpointReader, tuned_reader: Ch
             item.base_buf = pool.take(n, held)
             held += n
             item.base = base_reader.read_into(plan.base, item.base_buf)
+            if check is not None:
+                shared = item.tuned if plan.shared_rows is None else item.tuned[: plan.shared_rows]
+                check.observe(plan.base, item.base, shared)
         loaded.append(item)
     return loaded
 
@@ -336,15 +351,20 @@ def _release_after(n_users: int, pool: BufferPool, buf: torch.Tensor):
 
 
 def _check_finite(plan: TensorPlan, out: torch.Tensor, method: str) -> None:
-    """MergeError when a merged tensor has NaN or Inf entries."""
-    if plan.base is None or not out.is_floating_point():
+    """MergeError when a tensor to be written, merged or copied, has NaN or Inf entries."""
+    if not out.is_floating_point():
         return
     # A sum is NaN/Inf whenever an entry is, and costs ~1/10 of isfinite().all(); only when it
     # is not finite (or overflowed) is the exact check run.
-    if not math.isfinite(float(out.sum())) and not bool(torch.isfinite(out).all()):
-        raise MergeError(f"merged tensor {plan.tuned} has NaN or Inf values (method {method}"
-                         f", output dtype {str(out.dtype).removeprefix('torch.')}); check that "
-                         f"both inputs are finite and the parameters are sane")
+    if math.isfinite(float(out.sum())) or bool(torch.isfinite(out).all()):
+        return
+    if plan.base is None:
+        raise MergeError(f"tensor {plan.tuned} of the tuned model has NaN or Inf values; it is "
+                         f"copied unchanged (vision tower, projector, …), so the checkpoint "
+                         f"itself is damaged: re-download or rebuild it")
+    raise MergeError(f"merged tensor {plan.tuned} has NaN or Inf values (method {method}"
+                     f", output dtype {str(out.dtype).removeprefix('torch.')}); check that "
+                     f"both inputs are finite and the parameters are sane")
 
 
 def _work_of(spec: Method, unit: list[TensorPlan],
