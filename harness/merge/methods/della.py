@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.merge.randomness import UniformStream
+from harness.merge.randomness import UniformStream, tensor_seed
 from harness.merge.registry import ChunkWeight, check_range, register
 from harness.merge.stream import MergeContext, abs_delta
 
@@ -57,10 +57,15 @@ def keep_probability(mag: torch.Tensor, density: float, epsilon: float) -> torch
         .reshape(mag.shape)
 
 
+def stream_seed(p: DellaParams, ctx: MergeContext) -> int:
+    """The seed of this tensor's draws: the run's seed plus the method's, and the tensor name."""
+    return tensor_seed(ctx.seed + p.seed, ctx.name)
+
+
 def weight(base: torch.Tensor, tuned: torch.Tensor, p: DellaParams,
            ctx: MergeContext) -> ChunkWeight:
     """scale/p where the entry's draw u < p, 0 elsewhere; chunks of whole rows."""
-    u = UniformStream(ctx.seed + p.seed, ctx.name, base.device)
+    u = UniformStream(stream_seed(p, ctx), base.device)
 
     def chunk(lo: int, hi: int, fb: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
         prob = keep_probability(abs_delta(fb, ft), p.density, p.epsilon)
