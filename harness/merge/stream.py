@@ -16,8 +16,8 @@ float16 it computes in float32 and rounds once, bit-identical to the chunked pat
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Callable, Union
 
 import torch
