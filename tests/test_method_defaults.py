@@ -57,7 +57,8 @@ def test_api_and_cli_merge_the_same_bytes_with_defaults(tiny_llama, tiny_llava_n
     cmd = [sys.executable, "-m", "harness", "-m", f"method={','.join(BUILT_IN)}", "stage=merge",
            "pair=local", f"pair.base={tiny_llama}", f"pair.mllm={tiny_llava_new}",
            "merge.device=cpu", "merge.progress=false"]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+                          check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     cli = {json.loads((d / "merge.json").read_text())["method"]: d
            for d in (results / "merges").iterdir() if (d / "merge.json").is_file()}

@@ -60,7 +60,9 @@ def _della(base, tuned, p, ctx):
     from harness.merge import kernels
     from harness.merge.methods import della
 
-    return kernels.della(base, tuned, della.stream_seed(p, ctx), p.density, p.epsilon, p.scale)
+    m = tuned.shape[-1] if tuned.dim() > 0 else 1
+    return kernels.della(base, tuned, della.stream_seed(p, ctx), p.density,
+                         della.rank_line(p.density, p.epsilon, m), p.scale)
 
 
 def fused_for(spec) -> tuple[str, Callable[..., Any]] | None:
@@ -68,7 +70,7 @@ def fused_for(spec) -> tuple[str, Callable[..., Any]] | None:
     registered method, or None: the kernels accelerate exactly these definitions (matched by
     their weight function, so a method registered elsewhere under the same name is not), and
     take the parameters the way the method's own module derives them (ties.kept,
-    breadcrumbs.band, dare.stream_seed / kept_weight, della.stream_seed)."""
+    breadcrumbs.band, dare.stream_seed / kept_weight, della.stream_seed / rank_line)."""
     from harness.merge.methods import breadcrumbs, dare, della, ties
 
     return {ties.weight: ("topk", _ties), breadcrumbs.weight: ("topk", _breadcrumbs),

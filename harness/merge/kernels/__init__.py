@@ -38,6 +38,6 @@ def warm(family: str, dtype: torch.dtype) -> None:
         elif family == "dare":
             dare(base, tuned, 1, 0.5, 1.0)
         elif family == "della":
-            della(base, tuned, 1, 0.5, 0.1, 1.0)
+            della(base, tuned, 1, 0.5, (0.4, 0.1 / (shape[-1] - 1)), 1.0)
         else:
             raise ValueError(f"unknown fused kernel family {family!r}")

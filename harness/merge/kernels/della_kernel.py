@@ -315,13 +315,12 @@ def _keep_lerp(base, tuned, c, u, p, scale):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def della_merge(base, tuned, m, seed, density, epsilon, half_step, offset, scale):
+def della_merge(base, tuned, m, seed, density, ranked, half_step, offset, scale):
     """Per row of m entries: r2 = lo + hi − 1 of |Δ| (twice its average rank: equal |Δ| share
     one), p = r2·half_step + offset (float32), keep with u < p, weight scale·1/p;
-    tuned ← lerp(base, tuned, w). epsilon = 0 or m = 1: p = density."""
+    tuned ← lerp(base, tuned, w). Not `ranked`: p = density."""
     rows = base.size // m
     nblk = (rows + ROW_BLOCK - 1) // ROW_BLOCK
-    ranked = m > 1 and epsilon > 0
     for j in prange(nblk):
         keys = np.empty(m, np.uint32)
         r2 = np.empty(m, np.int32)
@@ -333,13 +332,15 @@ def della_merge(base, tuned, m, seed, density, epsilon, half_step, offset, scale
                        offset, scale, keys, r2, u, work)
 
 
-def della(base: torch.Tensor, tuned: torch.Tensor, seed: int, density: float, epsilon: float,
-          scale: float) -> torch.Tensor:
-    """DELLA over `tuned` (harness/merge/methods/della.py), fused."""
+def della(base: torch.Tensor, tuned: torch.Tensor, stream_seed: int, density: float,
+          line: tuple[float, float] | None, scale: float) -> torch.Tensor:
+    """DELLA over `tuned` (harness/merge/methods/della.py), fused: the draws of `stream_seed`,
+    p = offset + step·(twice the rank) per row for line = (offset, step) (`della.rank_line`),
+    p = density for None."""
     m = tuned.shape[-1] if tuned.dim() > 0 else 1
-    half_step = epsilon / (m - 1) if m > 1 else 0.0
+    offset, step = line if line is not None else (density, 0.0)
     with serial_if_small(base.numel()):
-        della_merge(storage(base), storage(tuned), m, np.uint64(seed), np.float32(density),
-                    np.float32(epsilon), np.float32(half_step), np.float32(density - epsilon),
-                    np.float32(scale))
+        della_merge(storage(base), storage(tuned), m, np.uint64(stream_seed),
+                    np.float32(density), line is not None, np.float32(step),
+                    np.float32(offset), np.float32(scale))
     return tuned

@@ -44,17 +44,25 @@ class DellaParams:
                 f"density + epsilon <= 1")
 
 
+def rank_line(density: float, epsilon: float, m: int) -> tuple[float, float] | None:
+    """(offset, step) of p = offset + step·(lo + hi − 1) in rows of m entries (lo + hi − 1 is
+    twice the average rank), or None when every entry has p = density (m = 1 or ε = 0)."""
+    if m == 1 or epsilon == 0:
+        return None
+    return density - epsilon, epsilon / (m - 1)
+
+
 def keep_probability(mag: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
     """p per entry: linear in the entry's average rank by |Δ| within its row (float32 |Δ|)."""
     rows = mag.reshape(-1, mag.shape[-1]) if mag.dim() > 1 else mag.reshape(1, -1)
-    m = rows.shape[-1]
-    if m == 1 or epsilon == 0:
+    line = rank_line(density, epsilon, rows.shape[-1])
+    if line is None:
         return torch.full_like(mag, density)
+    offset, step = line
     ordered = rows.sort(dim=-1).values
     lo = torch.searchsorted(ordered, rows)
     twice_rank = lo.add_(torch.searchsorted(ordered, rows, right=True)).sub_(1)  # lo + hi − 1
-    return twice_rank.to(mag.dtype).mul_(epsilon / (m - 1)).add_(density - epsilon) \
-        .reshape(mag.shape)
+    return twice_rank.to(mag.dtype).mul_(step).add_(offset).reshape(mag.shape)
 
 
 def stream_seed(p: DellaParams, ctx: MergeContext) -> int:
