@@ -4,6 +4,7 @@ base == tuned is a warning, and every tensor written, copied ones included, is f
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,6 +38,26 @@ def test_related_pairs_pass_well_below_the_limit(request, tmp_path, tiny_llama, 
                                None, out=tmp_path / "m", progress=False)
     check = report["pair_check"]
     assert check["matrices"] > 0 and check["median_relative_delta"] < RELATED_MAX / 4
+
+
+def test_the_micro_pair_and_a_twin_pass(micro_cache, tmp_path):
+    from omegaconf import OmegaConf
+
+    from harness.micro.build import ensure_pair
+    from harness.models.twins import twin_spec
+    from harness.models.twins.build import build_pair
+
+    conf = Path(__file__).resolve().parent.parent / "conf" / "pair"
+    base, mllm = ensure_pair(OmegaConf.load(conf / "micro.yaml"), micro_cache, progress=False)
+    micro = merge_checkpoints(base, mllm, "task_arithmetic", None, out=tmp_path / "micro",
+                              progress=False)["pair_check"]
+    assert 0.05 < micro["median_relative_delta"] < RELATED_MAX / 1.5, micro
+    spec = twin_spec(OmegaConf.load(conf / "twin_llava_next_llama3_8b.yaml"))
+    build_pair(tmp_path / "twin", spec)
+    twin = merge_checkpoints(tmp_path / "twin" / "base", tmp_path / "twin" / "mllm",
+                             "task_arithmetic", None, out=tmp_path / "twin_m",
+                             progress=False)["pair_check"]
+    assert twin["matrices"] > 0 and twin["median_relative_delta"] < RELATED_MAX / 4, twin
 
 
 def test_an_unrelated_base_is_refused_unless_allowed(tmp_path, other_llama, tiny_llava_new):
