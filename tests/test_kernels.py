@@ -297,9 +297,9 @@ def test_row_ranks_are_twice_the_average_rank(kind, m):
 
 
 def test_lane_slots_are_exact_for_every_bin_count():
-    """della's lane layout: for every even half count nb ≤ RANK_BINS, L = della_kernels._lane_layout
-    is even with 8L ≥ nb slots within RANK_BINS, and the float32 quotient in della_kernels._slot gives
-    slot 8·(j mod L) + j div L for every half j."""
+    """della's lane layout: for every even half count nb ≤ RANK_BINS, L = _lane_layout(nb) is
+    even with 8L ≥ nb slots within RANK_BINS, and the float32 quotient in _slot gives slot
+    8·(j mod L) + j div L for every half j."""
     from numba import njit
 
     @njit
