@@ -9,6 +9,12 @@ place in the output shards and hand the buffer back. With merge.device=cuda the 
 the GPU, overlapped with the copies there and back (harness/merge/gpu.py). Peak memory is the
 pool budget (merge.memory_mb), not the model; docs/performance.md has the design and the
 measurements.
+
+`merge_checkpoints` resolves the settings once, finds or locks the output, and runs a
+`MergeJob`: `plan` (tensors matched, disk checked, units and output shards planned), `run` (the
+units through one step — read on the prefetch thread (harness/merge/units.py), merged by
+harness/merge/apply.py in `_cpu_loop` or `_cuda_loop`, checked and written in `finish`) and
+`report` (merge.json).
 """
 
 from __future__ import annotations
@@ -75,12 +81,12 @@ class Settings:
     merge.* keys of conf/config.yaml)."""
 
     device: torch.device
-    seed: int = 0
-    shard_bytes: int = 2000 * 2**20
-    memory_bytes: int = MEMORY_MB * 2**20
-    progress: bool = True
-    kernels: str = "auto"
-    allow_unrelated: bool = False
+    seed: int
+    shard_bytes: int
+    memory_bytes: int
+    progress: bool
+    kernels: str
+    allow_unrelated: bool
 
     @classmethod
     def resolve(cls, device: str, seed: int, shard_size_mb: int, memory_mb: int,
