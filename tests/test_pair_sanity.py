@@ -104,3 +104,24 @@ def test_nan_in_a_copied_vision_tower_tensor_is_refused(tmp_path, tiny_llama, ti
     with pytest.raises(MergeError, match=rf"tensor {name} of the tuned model has NaN .*copied"):
         merge_checkpoints(tiny_llama, bad, method, None, out=tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_refuses_an_unrelated_base_in_one_line_unless_allowed(tmp_path, other_llama,
+                                                                       tiny_llava_new):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "HARNESS_RESULTS": str(tmp_path / "results")}
+    cmd = [sys.executable, "-m", "harness", "method=ties", "stage=merge", "pair=local",
+           f"pair.base={other_llama}", f"pair.mllm={tiny_llava_new}", "merge.device=cpu",
+           "merge.progress=false"]
+    refused = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True,
+                             timeout=600, check=False)
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "look unrelated" in errors[0] and "Traceback" not in refused.stderr
+    allowed = subprocess.run(cmd + ["merge.allow_unrelated=true"], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=600, check=False)
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
