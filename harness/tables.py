@@ -133,7 +133,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
 
 def choose(agg: pd.DataFrame, rule: str, defaults: dict[str, str]) -> dict[str, str]:
     """The chosen config of each method: `best_overall` (highest overall average) or `defaults`
-    (the conf/method/<name>.yaml parameters, falling back to best_overall when not run)."""
+    (the method's defaults, falling back to best_overall when not run)."""
     chosen = {}
     for method, sub in agg.groupby("method"):
         configs = sorted(sub.config.unique())
