@@ -5,7 +5,7 @@ o-columns and q/k/v rows) by the L2 norm of its Δ, and reports per layer and gr
 distribution of scores, how many neurons Neuron-Fusion's ratio locates, and how concentrated the
 change is (share of the total squared Δ norm in the top 1/5/10 % of neurons, Gini coefficient).
 Writes `<paths.results>/analysis/<pair>/neurons.csv`, `scores.csv` and plots; mirrors them to W&B
-when tracking is enabled. The ratio is `method.params.ratio` of `method=neuron_fusion` (default).
+when tracking is enabled. The ratio is `analyze.ratio`, else `method.params.ratio`, else Neuron-Fusion's default.
 """
 
 from __future__ import annotations
@@ -124,8 +124,11 @@ def main(cfg: DictConfig) -> None:
 
     try:
         pair = resolve_pair(cfg.pair, cfg.paths)
+        from harness.merge.registry import default_params, get_method
+
         ratio = float(OmegaConf.select(cfg, "analyze.ratio", default=None)
-                      or OmegaConf.select(cfg, "method.params.ratio", default=None) or 0.1)
+                      or OmegaConf.select(cfg, "method.params.ratio", default=None)
+                      or default_params(get_method("neuron_fusion"))["ratio"])
         stats, scores = analyze_pair(pair.base, pair.mllm, ratio)
     except HarnessError as err:
         print(f"error: {err}", file=sys.stderr)

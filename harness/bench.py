@@ -37,7 +37,7 @@ from harness.merge.engine import pick_device
 from harness.merge.registry import TUNED, get_method, register
 
 SIZES = {
-    # about 1.1 B parameters in the language model (the issue's default) and half of it
+    # about 1.1 B parameters in the language model, and half of it
     "1b": {"hidden": 2048, "layers": 16, "ffn": 5632, "vocab": 32000, "heads": 16},
     "0.5b": {"hidden": 2048, "layers": 8, "ffn": 5632, "vocab": 32000, "heads": 16},
     # Llama-3-8B's tensors (grouped k/v: 8 heads of 128) in 4 of its 32 layers: ~1.9 B parameters
@@ -46,16 +46,24 @@ SIZES = {
     "tiny": {"hidden": 256, "layers": 2, "ffn": 704, "vocab": 1000, "heads": 4},
 }
 VISION = {"hidden": 1024, "layers": 4, "ffn": 4096, "image": 336, "patch": 14}
-METHODS = {"base": {}, "mllm": {}, "model_soup": {"alpha": 0.5},
-           "task_arithmetic": {"scale": 0.5}, "ties": {"density": 0.2},
-           "dare": {"density": 0.5}, "breadcrumbs": {"density": 0.2, "gamma": 0.01},
-           "della": {"density": 0.4, "epsilon": 0.1}, "neuron_fusion": {"ratio": 0.1}}
+# every method merges with its defaults (its parameter dataclass: the CLI's defaults too)
+METHODS = ("base", "mllm", "model_soup", "task_arithmetic", "ties", "dare", "breadcrumbs", "della",
+           "neuron_fusion")
 MERGEKIT_PACKAGE = "mergekit==0.1.5"  # the release docs/performance.md compares against
-MERGEKIT = {"task_arithmetic": ("task_arithmetic", {"weight": 0.5}),
-            "ties": ("ties", {"weight": 1.0, "density": 0.2}),
-            "dare": ("dare_linear", {"weight": 1.0, "density": 0.5}),
-            "breadcrumbs": ("breadcrumbs", {"weight": 1.0, "density": 0.2, "gamma": 0.01}),
-            "della": ("della", {"weight": 1.0, "density": 0.4, "epsilon": 0.1})}
+# harness method → mergekit's method and the harness parameters it takes (scale is its weight)
+MERGEKIT = {"task_arithmetic": ("task_arithmetic", ()), "ties": ("ties", ("density",)),
+            "dare": ("dare_linear", ("density",)),
+            "breadcrumbs": ("breadcrumbs", ("density", "gamma")),
+            "della": ("della", ("density", "epsilon"))}
+
+
+def mergekit_params(method: str) -> tuple[str, dict]:
+    """(mergekit's method name, its parameters) for a harness method at the harness's defaults."""
+    from harness.merge.registry import default_params
+
+    name, keys = MERGEKIT[method]
+    defaults = default_params(get_method(method))
+    return name, {"weight": defaults["scale"], **{k: defaults[k] for k in keys}}
 
 
 def _lm_shapes(s: dict) -> list[tuple[str, tuple[int, ...]]]:
@@ -228,7 +236,7 @@ def mergekit_flags(device: str) -> list[str]:
 
 def _run_mergekit(exe: Path, base: Path, tuned_llm: Path, out: Path, method: str,
                   flags: list[str]) -> dict:
-    name, params = MERGEKIT[method]
+    name, params = mergekit_params(method)
     cfg = out.parent / f"mergekit_{method}.yml"
     lines = [f"merge_method: {name}", f"base_model: {base}", "dtype: bfloat16", "models:",
              f"  - model: {tuned_llm}", "    parameters:"]
@@ -300,7 +308,7 @@ def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: 
                     r = _run_mergekit(exe, base, tuned_llm, out, item.split(":")[1],
                                       mergekit_flags(device))
                 else:
-                    r = _run(_MERGE, *_merge_args(base, tuned, out, item, METHODS.get(item, {}),
+                    r = _run(_MERGE, *_merge_args(base, tuned, out, item, {},
                                                   device, memory_mb, kernels))
                 times.setdefault(item, []).append(r)
                 print(f"[{size} rep {rep + 1}/{reps}] {item}: {r['seconds']:.2f} s, "

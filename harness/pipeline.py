@@ -39,9 +39,13 @@ def evaluated_with(scores: dict) -> dict:
 
 
 def method_params(cfg: DictConfig) -> dict:
-    """The method's parameters as a plain dict ({} when the method has none)."""
+    """The method's parameters as a plain dict, a null one (conf/method) as the method's
+    default ({} when the method has none)."""
+    from harness.merge.registry import filled_params, get_method
+
     params = cfg.method.get("params")
-    return {} if params is None else OmegaConf.to_container(params, resolve=True)
+    given = {} if params is None else OmegaConf.to_container(params, resolve=True)
+    return filled_params(get_method(cfg.method.name), given)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -75,6 +79,7 @@ def run(cfg: DictConfig) -> dict:
             force=bool(cfg.force), shard_size_mb=int(cfg.merge.shard_size_mb),
             progress=bool(cfg.merge.progress), memory_mb=int(cfg.merge.memory_mb),
             kernels=str(cfg.merge.get("kernels", "auto")),
+            allow_unrelated=bool(cfg.merge.get("allow_unrelated", False)),
         )
         if stage == "merge":
             log.info("merged model written to %s", merge_dir)

@@ -133,7 +133,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
 
 def choose(agg: pd.DataFrame, rule: str, defaults: dict[str, str]) -> dict[str, str]:
     """The chosen config of each method: `best_overall` (highest overall average) or `defaults`
-    (the conf/method/<name>.yaml parameters, falling back to best_overall when not run)."""
+    (the method's defaults, falling back to best_overall when not run)."""
     chosen = {}
     for method, sub in agg.groupby("method"):
         configs = sorted(sub.config.unique())
@@ -276,18 +276,10 @@ def load_rule(path: Path = CONF) -> dict:
 
 
 def method_defaults() -> dict[str, str]:
-    """Config label of each method's conf/method defaults; a registered method without a YAML
-    here (one added from outside the repository) takes its parameter dataclass's defaults."""
-    import dataclasses
+    """Config label of each method's defaults (its parameter dataclass: the CLI's too)."""
+    from harness.merge.registry import default_params, load_methods
 
-    from harness.merge.registry import load_methods
-
-    out = {name: _config_label(dataclasses.asdict(spec.params_cls()))
-           for name, spec in load_methods().items()}
-    for path in sorted((CONF.parent.parent / "method").glob("*.yaml")):
-        spec = yaml.safe_load(path.read_text())
-        out[spec["name"]] = _config_label(spec.get("params") or {})
-    return out
+    return {name: _config_label(default_params(spec)) for name, spec in load_methods().items()}
 
 
 def select_rows(frame: pd.DataFrame, part: pd.DataFrame, agg: pd.DataFrame, pair: str,

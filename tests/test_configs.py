@@ -123,7 +123,9 @@ def test_run_id_changes_with_the_chat_template_and_method_defaults():
     assert records.run_id(a) != records.run_id(_compose(["method=ties", "eval=micro",
                                                          "eval.chat_template=true"]))
     # a default written out is the same configuration
-    density = a.method.params.density
+    from harness.merge.registry import default_params, get_method
+
+    density = default_params(get_method("ties"))["density"]
     assert records.run_id(a) == records.run_id(
         _compose(["method=ties", "eval=micro", f"method.params.density={density}"]))
 

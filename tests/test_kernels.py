@@ -1,8 +1,7 @@
-"""The fused CPU kernels (harness/merge/kernels.py) give exactly the torch path's bits, and the
+"""The fused CPU kernels (harness/merge/kernels/) give exactly the torch path's bits, and the
 counter-based draws (harness/merge/randomness.py) are the same in numba and torch."""
 
 from __future__ import annotations
-
 
 import numpy as np
 import pytest
@@ -10,7 +9,10 @@ import torch
 
 from harness.merge import kernels
 from harness.merge.accel import preload, try_merge
-from harness.merge.engine import merge_tensor
+from harness.merge.apply import merge_tensor
+from harness.merge.kernels import common
+from harness.merge.kernels import della_kernel as della_kernels
+from harness.merge.kernels import topk as topk_kernels
 from harness.merge.randomness import (
     UniformStream,
     tensor_seed,
@@ -66,10 +68,10 @@ def test_fused_equals_torch_path(method, params, dtype):
 
 def test_topk_tie_quota_spans_blocks():
     """All |Δ| equal: the top k are the first k entries by index, across many blocks."""
-    n = 3 * kernels.BLOCK + 17
+    n = 3 * common.BLOCK + 17
     base = torch.zeros(n, dtype=torch.bfloat16)
     tuned = torch.full((n,), 0.5, dtype=torch.bfloat16)
-    k = kernels.BLOCK + 5
+    k = common.BLOCK + 5
     got = kernels.topk_band_merge(base, tuned.clone(), k, 0, 1.0)
     assert torch.equal(got[:k], tuned[:k]) and not got[k:].any()
     got = kernels.topk_band_merge(base, tuned.clone(), k, 7, 1.0)  # breadcrumbs: drop the top 7
@@ -105,7 +107,7 @@ def _store_all(src, dst):
     @njit
     def run(src, dst):
         for i in range(src.size):
-            dst[i] = kernels._store(src[i], dst)
+            dst[i] = common._store(src[i], dst)
     run(src, dst)
 
 
@@ -115,7 +117,7 @@ def _load_all(src, dst):
     @njit
     def run(src, dst):
         for i in range(src.size):
-            dst[i] = kernels._load(src[i])
+            dst[i] = common._load(src[i])
     run(src, dst)
 
 
@@ -137,12 +139,12 @@ def test_draws_same_in_numba_and_torch():
     @njit
     def draws(seed, idx, out):
         for j in range(idx.size):
-            out[j] = kernels._draw(seed, idx[j])
+            out[j] = common._draw(seed, idx[j])
 
     @njit
     def run(seed, at, n):
         u = np.empty(n, np.float32)
-        kernels._fill_draws(seed, at, u)
+        common._fill_draws(seed, at, u)
         return u
 
     idx = np.array([0, 1, 2, 3, 1000, 1001, 2 ** 31 + 5, 2 ** 40 + 3], np.int64)
@@ -157,7 +159,7 @@ def test_draws_same_in_numba_and_torch():
             assert torch.equal(got, uniform_range(seed, at, n, "cpu")), (at, n)
     # draw 2j is the top 24 bits of output j, draw 2j + 1 the next 24 (randomness.py)
     seed = tensor_seed(7, "t")
-    x = int(kernels._mix(np.uint64(seed), np.int64(5)))
+    x = int(common._mix(np.uint64(seed), np.int64(5)))
     pair = uniform_range(seed, 10, 2, "cpu")
     assert pair.tolist() == [(x >> 40) * 2.0 ** -24, ((x >> 16) & 0xFFFFFF) * 2.0 ** -24]
 
@@ -165,7 +167,7 @@ def test_draws_same_in_numba_and_torch():
 def test_draw_stream_chunks_and_distribution():
     x = torch.empty(3, 1000)
     whole = uniform_like(x, 7, "t")
-    s = UniformStream(7, "t", torch.device("cpu"))
+    s = UniformStream(tensor_seed(7, "t"), torch.device("cpu"))
     assert torch.equal(torch.cat([s.next(1), s.next(999), s.next(2000)]), whole.reshape(-1))
     assert not torch.equal(whole, uniform_like(x, 8, "t"))
     assert not torch.equal(whole, uniform_like(x, 7, "u"))
@@ -242,7 +244,7 @@ def test_subband_bracket_miss_falls_back(monkeypatch):
     n = base.numel()
     want = _topk_reference(base, tuned, n // 5, n // 50, 1.0)
     for fill in (0, np.iinfo(np.int32).max - 1):  # a bracket wholly below / above the k-th key
-        monkeypatch.setattr(kernels, "sample_keys",
+        monkeypatch.setattr(topk_kernels, "sample_keys",
                             lambda b, t, seed, m, fill=fill: np.full(m, fill, np.int32))
         got = tuned.clone()
         assert kernels.subband_merge(kernels.storage(base), kernels.storage(got), n // 5,
@@ -290,28 +292,28 @@ def test_row_ranks_are_twice_the_average_rank(kind, m):
     ordered = np.sort(keys)
     want = np.searchsorted(ordered, keys) + np.searchsorted(ordered, keys, side="right") - 1
     r2 = np.empty(m, np.int32)
-    kernels._row_ranks(keys, kmax, kmin, diff, r2, kernels.rank_work(m))
+    della_kernels._row_ranks(keys, kmax, kmin, diff, r2, della_kernels.rank_work(m))
     assert np.array_equal(r2, want)
 
 
 def test_lane_slots_are_exact_for_every_bin_count():
-    """della's lane layout: for every even half count nb ≤ RANK_BINS, L = kernels._lane_layout
-    is even with 8L ≥ nb slots within RANK_BINS, and the float32 quotient in kernels._slot gives
-    slot 8·(j mod L) + j div L for every half j."""
+    """della's lane layout: for every even half count nb ≤ RANK_BINS, L = _lane_layout(nb) is
+    even with 8L ≥ nb slots within RANK_BINS, and the float32 quotient in _slot gives slot
+    8·(j mod L) + j div L for every half j."""
     from numba import njit
 
     @njit
     def wrong_slots(nb_max):
         bad = 0
         for nb in range(2, nb_max + 1, 2):
-            lanes, inv, spread = kernels._lane_layout(nb)
+            lanes, inv, spread = della_kernels._lane_layout(nb)
             bad += lanes % 2 != 0 or 8 * lanes < nb or 8 * lanes > nb_max
             for j in range(nb):
                 want = 8 * (j % lanes) + j // lanes
-                bad += kernels._slot(np.uint32(j), inv, spread) != want
+                bad += della_kernels._slot(np.uint32(j), inv, spread) != want
         return bad
 
-    assert wrong_slots(kernels.RANK_BINS) == 0
+    assert wrong_slots(della_kernels.RANK_BINS) == 0
 
 
 def test_della_ties_share_their_average_rank():

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from harness.errors import CheckpointError, ConfigError, MergeError
 from harness.merge import load_merge_report, merge_checkpoints
 from harness.merge.accel import fused_for
-from harness.merge.engine import merge_group, merge_tensor
+from harness.merge.apply import merge_group, merge_tensor
 from harness.merge.registry import get_method, load_methods, make_params
 from harness.merge.stream import MergeContext
 from harness.models.keymap import detect_layout, to_base_name

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.errors import ConfigError
-from harness.merge.engine import merge_group, merge_tensor
+from harness.merge.apply import merge_group, merge_tensor
 from harness.merge.methods.della import keep_probability
 from harness.merge.methods.neuron_fusion import NeuronFusionParams
 from harness.merge.randomness import uniform_like

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from omegaconf import OmegaConf
 
+from harness.merge.registry import default_params, get_method
 from harness.records import write_record
 from harness.tables import build_tables
 
@@ -39,8 +39,7 @@ def _record(method: str, values: dict, params=None, seed=0) -> dict:
             "created_at": "2026-11-22T00:00:00+00:00"}
 
 
-TA_DEFAULT = yaml.safe_load((Path(__file__).resolve().parent.parent / "conf" / "method"
-                             / "task_arithmetic.yaml").read_text())["params"]["scale"]
+TA_DEFAULT = default_params(get_method("task_arithmetic"))["scale"]
 
 
 @pytest.fixture()

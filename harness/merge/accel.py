@@ -1,4 +1,4 @@
-"""The optional CPU accelerator: fused numba kernels (harness/merge/kernels.py) for the methods
+"""The optional CPU accelerator: fused numba kernels (harness/merge/kernels/) for the methods
 whose torch form takes many passes (ties, breadcrumbs, dare, della). They give the same bits as
 the methods' definitions (tests/test_kernels.py, tests/test_merge_golden.py); method files know
 nothing of them. The engine asks `try_merge` for every tensor: the one dispatch point.
@@ -36,38 +36,41 @@ WAIT_S = 3.0  # longest such wait (a first compile takes longer: the torch path 
 
 def _ties(base, tuned, p, ctx):
     from harness.merge import kernels
+    from harness.merge.methods import ties
 
-    return kernels.topk_band_merge(base, tuned, int(round(p.density * base.numel())), 0, p.scale)
+    return kernels.topk_band_merge(base, tuned, ties.kept(p, base.numel()), 0, p.scale)
 
 
 def _breadcrumbs(base, tuned, p, ctx):
     from harness.merge import kernels
+    from harness.merge.methods import breadcrumbs
 
-    n = base.numel()
-    g, k = int(round(p.gamma * n)), int(round(p.density * n))
-    return kernels.topk_band_merge(base, tuned, min(n, g + k), g, p.scale)
+    dropped, end = breadcrumbs.band(p, base.numel())
+    return kernels.topk_band_merge(base, tuned, end, dropped, p.scale)
 
 
 def _dare(base, tuned, p, ctx):
     from harness.merge import kernels
-    from harness.merge.randomness import tensor_seed
+    from harness.merge.methods import dare
 
-    return kernels.dare(base, tuned, tensor_seed(ctx.seed + p.seed, ctx.name), p.density,
-                        p.scale)
+    return kernels.dare(base, tuned, dare.stream_seed(p, ctx), p.density, dare.kept_weight(p))
 
 
 def _della(base, tuned, p, ctx):
     from harness.merge import kernels
-    from harness.merge.randomness import tensor_seed
+    from harness.merge.methods import della
 
-    return kernels.della(base, tuned, tensor_seed(ctx.seed + p.seed, ctx.name), p.density,
-                         p.epsilon, p.scale)
+    m = tuned.shape[-1] if tuned.dim() > 0 else 1
+    return kernels.della(base, tuned, della.stream_seed(p, ctx), p.density,
+                         della.rank_line(p.density, p.epsilon, m), p.scale)
 
 
 def fused_for(spec) -> tuple[str, Callable[..., Any]] | None:
     """(kernel family of kernels.warm, the fused merge of one tensor written over tuned) of a
     registered method, or None: the kernels accelerate exactly these definitions (matched by
-    their weight function, so a method registered elsewhere under the same name is not)."""
+    their weight function, so a method registered elsewhere under the same name is not), and
+    take the parameters the way the method's own module derives them (ties.kept,
+    breadcrumbs.band, dare.stream_seed / kept_weight, della.stream_seed / rank_line)."""
     from harness.merge.methods import breadcrumbs, dare, della, ties
 
     return {ties.weight: ("topk", _ties), breadcrumbs.weight: ("topk", _breadcrumbs),

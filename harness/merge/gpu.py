@@ -8,7 +8,7 @@ units i−2 and earlier. In order, per unit (`run` is the schedule, `CudaStages`
 - upload: its base and tuned tensors are copied to the GPU, `non_blocking`, on the upload
   stream, which then records an event;
 - compute: the current stream waits for that event, merges the unit by the methods' definitions
-  (engine.merge_tensor / merge_group, as on the CPU) and sums each merged tensor in float32 (a
+  (apply.merge_tensor / merge_group, as on the CPU) and sums each merged tensor in float32 (a
   sum is NaN/Inf whenever an entry is: the engine's finiteness check, done on the GPU);
 - download: the download stream waits for the current stream, copies the merged rows back over
   the tuned tensor's own pinned buffer and the sums to a small pinned tensor, and records an

@@ -14,6 +14,8 @@ import re
 
 import torch
 
+from harness.merge.stream import as_rows, chunks
+
 # role → (group, axis of the neuron index in the weight: 0 = row, 1 = column)
 ROLES = {
     "gate": ("ffn", 0), "up": ("ffn", 0), "down": ("ffn", 1),
@@ -73,15 +75,10 @@ def streamed_sq_norms(base: torch.Tensor, tuned: torch.Tensor, axis: int, ctx,
                       with_base: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-neuron sums of squares of Δ = tuned − base (and of base when `with_base`) of one
     weight whose neuron index is on `axis`, computed over chunks of rows in float32."""
-    from harness.merge.stream import as_rows, scratch, spans
-
-    b2, t2 = as_rows(base), as_rows(tuned)
-    n, m = b2.shape
+    n, m = as_rows(base).shape
     sq = torch.zeros(n if axis == 0 else m, dtype=torch.float32, device=base.device)
     bsq = torch.zeros_like(sq) if with_base else None
-    for lo, hi in spans(n, m, ctx.chunk):
-        fb = scratch(0, (hi - lo) * m, base.device).view(-1, m).copy_(b2[lo:hi])
-        ft = scratch(1, (hi - lo) * m, base.device).view(-1, m).copy_(t2[lo:hi])
+    for lo, hi, fb, ft in chunks(base, tuned, ctx.chunk, rows=True):
         for acc, x in ((sq, ft.sub_(fb)), (bsq, fb)):
             if acc is None:
                 continue

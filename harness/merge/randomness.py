@@ -7,7 +7,7 @@ x_j = SplitMix64(seed_t, j), its top 24 bits and the next 24:
         j-th output of the generator seeded with s: Java's SplittableRandom, passes BigCrush)
     seed_t = (seed · 1_000_003 + crc32(base tensor name)) mod 2^63
 so a draw depends only on (seed, tensor name, index): the same on every device, in any order,
-chunking or number of threads, and the fused CPU kernels (harness/merge/kernels.py) compute it
+chunking or number of threads, and the fused CPU kernels (harness/merge/kernels/) compute it
 in parallel, two per output (a draw's 64-bit multiplies dominate their loops). `DRAWS` names this
 definition in a merge's identity: merges drawn by an earlier definition (one draw per output,
 "splitmix64-v1"; before it torch's Mersenne Twister) are not reused.
@@ -61,10 +61,11 @@ def uniform_like(x: torch.Tensor, seed: int, name: str) -> torch.Tensor:
 
 
 class UniformStream:
-    """The draws of one tensor handed out chunk by chunk in element order."""
+    """The draws of one tensor handed out chunk by chunk in element order, from its stream
+    seed (`tensor_seed`)."""
 
-    def __init__(self, seed: int, name: str, device: torch.device):
-        self.seed = tensor_seed(seed, name)
+    def __init__(self, stream_seed: int, device: torch.device):
+        self.seed = stream_seed
         self.device = device
         self.at = 0
 

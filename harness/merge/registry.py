@@ -115,9 +115,28 @@ def table_rows() -> list[tuple[str, str]]:
     return [(m.name, m.label) for m in sorted(methods.values(), key=lambda m: (m.row, m.name))]
 
 
+def default_params(method: Method) -> dict[str, Any]:
+    """The method's defaults as plain values: its parameter dataclass's field defaults, the one
+    place they are written (conf/method/*.yaml leaves them null; docs/methods.md)."""
+    out = {}
+    for f in dataclasses.fields(method.params_cls):
+        value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def filled_params(method: Method, params: dict[str, Any] | None) -> dict[str, Any]:
+    """Every parameter of the method as given, a missing or null one as its default (plain
+    values, as a record or a table label shows them); unknown or invalid values → ConfigError."""
+    make_params(method, params)
+    given = {k: v for k, v in (params or {}).items() if v is not None}
+    return {**default_params(method), **given}
+
+
 def make_params(method: Method, params: dict[str, Any] | None) -> Any:
-    """Build the method's frozen parameter object; unknown or out-of-range values → ConfigError."""
-    params = dict(params or {})
+    """Build the method's frozen parameter object, a missing or null parameter taking its
+    default; unknown or out-of-range values → ConfigError."""
+    params = {k: v for k, v in (params or {}).items() if v is not None}
     fields = [f.name for f in dataclasses.fields(method.params_cls)]
     unknown = sorted(set(params) - set(fields))
     if unknown:

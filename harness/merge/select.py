@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from harness.merge.stream import for_each_delta
+
 _SAMPLE = 1 << 15
 
 
@@ -91,8 +93,6 @@ class DeltaTopK:
     """
 
     def __init__(self, base: torch.Tensor, tuned: torch.Tensor, ks: list[int], ctx):
-        from harness.merge.stream import for_each_delta
-
         n = base.numel()
         self._state: list[list] = []  # per k: [v or None (none) / inf marker, remaining ties]
         todo = {}

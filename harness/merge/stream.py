@@ -16,6 +16,7 @@ float16 it computes in float32 and rounds once, bit-identical to the chunked pat
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -74,36 +75,56 @@ def flat_spans(n: int, chunk: int) -> list[tuple[int, int]]:
     return [(i, min(n, i + chunk)) for i in range(0, n, max(1, chunk))]
 
 
+def chunks(base: torch.Tensor, tuned: torch.Tensor, chunk: int = DEFAULT_CHUNK,
+           rows: bool = False) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+    """Walk a (base, tuned) pair of one shape in order, one chunk at a time: the one loop of
+    every place that reads a tensor pair in chunks (docs/methods.md, "How a method sees the
+    tensors").
+
+    Yields (lo, hi, fb, ft): fb / ft are float32 copies of the chunk of base / tuned, in this
+    thread's scratch slots 0 and 1, valid until the next step (the consumer may overwrite them).
+    Flat chunks are entry ranges [lo, hi) of ≤ `chunk` entries, fb / ft 1-D; with `rows=True`
+    they are whole-row ranges [lo, hi) of the (rows, last dimension) view (`as_rows`), ≈`chunk`
+    entries each, fb / ft (hi − lo, m). The inputs are only read, so a consumer may write the
+    chunk's result back into tuned at [lo, hi) before taking the next step.
+    """
+    if base.shape != tuned.shape:
+        raise ValueError(f"base {tuple(base.shape)} and tuned {tuple(tuned.shape)} differ")
+    if rows:
+        b2, t2 = as_rows(base), as_rows(tuned)
+        m = b2.shape[1]
+        ranges = spans(b2.shape[0], m, chunk)
+    else:
+        b2, t2 = base.reshape(-1), tuned.reshape(-1)
+        m = 1
+        ranges = flat_spans(b2.numel(), chunk)
+    for lo, hi in ranges:
+        k = (hi - lo) * m
+        fb = scratch(0, k, base.device)
+        ft = scratch(1, k, base.device)
+        if rows:
+            fb, ft = fb.view(-1, m), ft.view(-1, m)
+        fb.copy_(b2[lo:hi])
+        ft.copy_(t2[lo:hi])
+        yield lo, hi, fb, ft
+
+
 def lerp_into(base: torch.Tensor, tuned: torch.Tensor, weight: Weight, ctx: MergeContext,
               rows: bool = False) -> torch.Tensor:
     """tuned ← base + w·(tuned − base), in float32, cast once to tuned's dtype; returns tuned.
 
     `weight` is a float, or `weight(lo, hi, fb, ft)` returning the float32 weight of one chunk
-    (a tensor broadcastable to fb, or a float), where fb / ft are the chunk's float32 base and
-    tuned values. Chunks are flat entry ranges [lo, hi), or with `rows=True` whole-row ranges of
-    the (rows, last dimension) view, fb / ft then being (hi − lo, m). Chunks come in order.
+    (a tensor broadcastable to fb, or a float), called on the chunks of `chunks` in order.
     """
     if base.shape != tuned.shape:
         raise ValueError(f"base {tuple(base.shape)} and tuned {tuple(tuned.shape)} differ")
     if not callable(weight) and base.dtype == tuned.dtype and tuned.is_floating_point():
         return torch.lerp(base, tuned, float(weight), out=tuned)
-    if rows:
-        b2, t2 = as_rows(base), as_rows(tuned)
-        m = b2.shape[1]
-        ranges = spans(b2.shape[0], m, ctx.chunk)
-    else:
-        b2, t2 = base.reshape(-1), tuned.reshape(-1)
-        m = 1
-        ranges = flat_spans(b2.numel(), ctx.chunk)
-    for lo, hi in ranges:
-        k = (hi - lo) * m
-        fb = scratch(0, k, base.device).view(-1, m) if rows else scratch(0, k, base.device)
-        ft = scratch(1, k, base.device).view(-1, m) if rows else scratch(1, k, base.device)
-        fb.copy_(b2[lo:hi])
-        ft.copy_(t2[lo:hi])
+    out = as_rows(tuned) if rows else tuned.reshape(-1)
+    for lo, hi, fb, ft in chunks(base, tuned, ctx.chunk, rows):
         w = weight(lo, hi, fb, ft) if callable(weight) else weight
         fb.lerp_(ft, w)
-        t2[lo:hi].copy_(fb)
+        out[lo:hi].copy_(fb)
     return tuned
 
 
@@ -117,20 +138,5 @@ def for_each_delta(base: torch.Tensor, tuned: torch.Tensor, ctx: MergeContext,
                    fn: Callable[[int, int, torch.Tensor], None], rows: bool = False) -> None:
     """Call fn(lo, hi, |Δ| chunk) over the chunks of a (base, tuned) pair, in order, without
     changing either (a read-only pass, e.g. to find a top-k threshold)."""
-    if rows:
-        b2, t2 = as_rows(base), as_rows(tuned)
-        m = b2.shape[1]
-        ranges = spans(b2.shape[0], m, ctx.chunk)
-    else:
-        b2, t2 = base.reshape(-1), tuned.reshape(-1)
-        m = 1
-        ranges = flat_spans(b2.numel(), ctx.chunk)
-    for lo, hi in ranges:
-        k = (hi - lo) * m
-        fb = scratch(0, k, base.device)
-        ft = scratch(1, k, base.device)
-        if rows:
-            fb, ft = fb.view(-1, m), ft.view(-1, m)
-        fb.copy_(b2[lo:hi])
-        ft.copy_(t2[lo:hi])
+    for lo, hi, fb, ft in chunks(base, tuned, ctx.chunk, rows):
         fn(lo, hi, abs_delta(fb, ft))

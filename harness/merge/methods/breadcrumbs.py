@@ -16,7 +16,11 @@ from harness.merge.stream import MergeContext, abs_delta
 
 @dataclass(frozen=True)
 class BreadcrumbsParams:
-    """density in (0, 1]; gamma (share of top outliers dropped) in [0, 1); scale ≥ 0."""
+    """density in (0, 1]; gamma (share of top outliers dropped) in [0, 1); scale ≥ 0.
+
+    Defaults: chosen on eval=micro_val by +experiment=micro_select (docs/micro.md); they are
+    the CLI's too (conf/method/*.yaml leaves each parameter null: its default here).
+    """
 
     density: float = 0.2
     gamma: float = 0.01
@@ -28,14 +32,18 @@ class BreadcrumbsParams:
         check_range("breadcrumbs", "scale", self.scale, 0.0, None)
 
 
+def band(p: BreadcrumbsParams, n: int) -> tuple[int, int]:
+    """(g, min(n, g + k)): the ranks of |Δ| (0 = largest) in [g, g + k) keep their Δ."""
+    g = int(round(p.gamma * n))
+    return g, min(n, g + int(round(p.density * n)))
+
+
 def weight(base: torch.Tensor, tuned: torch.Tensor, p: BreadcrumbsParams,
            ctx: MergeContext) -> ChunkWeight:
     """scale on ranks [g, g + k) of |Δ|, 0 elsewhere: in the top g + k and not in the top g
     (one read-only pass finds both thresholds)."""
-    n = base.numel()
-    g = int(round(p.gamma * n))
-    k = int(round(p.density * n))
-    top = DeltaTopK(base, tuned, [min(n, g + k), g], ctx)
+    dropped, end = band(p, base.numel())
+    top = DeltaTopK(base, tuned, [end, dropped], ctx)
 
     def chunk(lo: int, hi: int, fb: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
         mag = abs_delta(fb, ft)

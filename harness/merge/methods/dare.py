@@ -10,17 +10,21 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.merge.randomness import UniformStream
+from harness.merge.randomness import UniformStream, tensor_seed
 from harness.merge.registry import ChunkWeight, check_range, register
 from harness.merge.stream import MergeContext
 
 
 @dataclass(frozen=True)
 class DareParams:
-    """density: keep probability, in (0, 1]; scale ≥ 0; seed: offset added to the run's seed."""
+    """density: keep probability, in (0, 1]; scale ≥ 0; seed: offset added to the run's seed.
+
+    Defaults: chosen on eval=micro_val by +experiment=micro_select (docs/micro.md); they are
+    the CLI's too (conf/method/*.yaml leaves each parameter null: its default here).
+    """
 
     density: float = 0.5
-    scale: float = 1.0
+    scale: float = 0.5
     seed: int = 0
 
     def __post_init__(self):
@@ -28,13 +32,24 @@ class DareParams:
         check_range("dare", "scale", self.scale, 0.0, None)
 
 
+def stream_seed(p: DareParams, ctx: MergeContext) -> int:
+    """The seed of this tensor's draws: the run's seed plus the method's, and the tensor name."""
+    return tensor_seed(ctx.seed + p.seed, ctx.name)
+
+
+def kept_weight(p: DareParams) -> float:
+    """w of a kept entry: scale/density."""
+    return p.scale / p.density
+
+
 def weight(base: torch.Tensor, tuned: torch.Tensor, p: DareParams,
            ctx: MergeContext) -> ChunkWeight:
     """scale/density where the entry's draw u < density, 0 elsewhere."""
-    u = UniformStream(ctx.seed + p.seed, ctx.name, base.device)
+    u = UniformStream(stream_seed(p, ctx), base.device)
+    w = kept_weight(p)
 
     def chunk(lo: int, hi: int, fb: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
-        return (u.next(hi - lo) < p.density).float().mul_(p.scale / p.density)
+        return (u.next(hi - lo) < p.density).float().mul_(w)
 
     return chunk
 

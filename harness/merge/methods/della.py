@@ -15,18 +15,22 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.merge.randomness import UniformStream
+from harness.merge.randomness import UniformStream, tensor_seed
 from harness.merge.registry import ChunkWeight, check_range, register
 from harness.merge.stream import MergeContext, abs_delta
 
 
 @dataclass(frozen=True)
 class DellaParams:
-    """density in (0, 1]; epsilon ≥ 0 with density − ε > 0 and density + ε ≤ 1; scale ≥ 0."""
+    """density in (0, 1]; epsilon ≥ 0 with density − ε > 0 and density + ε ≤ 1; scale ≥ 0.
 
-    density: float = 0.4
+    Defaults: chosen on eval=micro_val by +experiment=micro_select (docs/micro.md); they are
+    the CLI's too (conf/method/*.yaml leaves each parameter null: its default here).
+    """
+
+    density: float = 0.6
     epsilon: float = 0.1
-    scale: float = 1.0
+    scale: float = 0.5
     seed: int = 0
 
     def __post_init__(self):
@@ -40,23 +44,36 @@ class DellaParams:
                 f"density + epsilon <= 1")
 
 
+def rank_line(density: float, epsilon: float, m: int) -> tuple[float, float] | None:
+    """(offset, step) of p = offset + step·(lo + hi − 1) in rows of m entries (lo + hi − 1 is
+    twice the average rank), or None when every entry has p = density (m = 1 or ε = 0)."""
+    if m == 1 or epsilon == 0:
+        return None
+    return density - epsilon, epsilon / (m - 1)
+
+
 def keep_probability(mag: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
     """p per entry: linear in the entry's average rank by |Δ| within its row (float32 |Δ|)."""
     rows = mag.reshape(-1, mag.shape[-1]) if mag.dim() > 1 else mag.reshape(1, -1)
-    m = rows.shape[-1]
-    if m == 1 or epsilon == 0:
+    line = rank_line(density, epsilon, rows.shape[-1])
+    if line is None:
         return torch.full_like(mag, density)
+    offset, step = line
     ordered = rows.sort(dim=-1).values
     lo = torch.searchsorted(ordered, rows)
     twice_rank = lo.add_(torch.searchsorted(ordered, rows, right=True)).sub_(1)  # lo + hi − 1
-    return twice_rank.to(mag.dtype).mul_(epsilon / (m - 1)).add_(density - epsilon) \
-        .reshape(mag.shape)
+    return twice_rank.to(mag.dtype).mul_(step).add_(offset).reshape(mag.shape)
+
+
+def stream_seed(p: DellaParams, ctx: MergeContext) -> int:
+    """The seed of this tensor's draws: the run's seed plus the method's, and the tensor name."""
+    return tensor_seed(ctx.seed + p.seed, ctx.name)
 
 
 def weight(base: torch.Tensor, tuned: torch.Tensor, p: DellaParams,
            ctx: MergeContext) -> ChunkWeight:
     """scale/p where the entry's draw u < p, 0 elsewhere; chunks of whole rows."""
-    u = UniformStream(ctx.seed + p.seed, ctx.name, base.device)
+    u = UniformStream(stream_seed(p, ctx), base.device)
 
     def chunk(lo: int, hi: int, fb: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
         prob = keep_probability(abs_delta(fb, ft), p.density, p.epsilon)

@@ -10,9 +10,13 @@ from harness.merge.registry import check_range, register
 
 @dataclass(frozen=True)
 class ModelSoupParams:
-    """alpha: weight of the tuned model, in [0, 1]."""
+    """alpha: weight of the tuned model, in [0, 1].
 
-    alpha: float = 0.5
+    Defaults: chosen on eval=micro_val by +experiment=micro_select (docs/micro.md); they are
+    the CLI's too (conf/method/*.yaml leaves each parameter null: its default here).
+    """
+
+    alpha: float = 0.7
 
     def __post_init__(self):
         check_range("model_soup", "alpha", self.alpha, 0.0, 1.0)

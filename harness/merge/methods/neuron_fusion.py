@@ -35,9 +35,13 @@ SCORES = ("absolute", "relative")
 @dataclass(frozen=True)
 class NeuronFusionParams:
     """ratio in (0, 1]; score absolute|relative; scope: a non-empty list from [ffn, attn] (or
-    the strings ffn, attn, both); keep, suppress, others_scale ≥ 0."""
+    the strings ffn, attn, both); keep, suppress, others_scale ≥ 0.
 
-    ratio: float = 0.1
+    Defaults: chosen on eval=micro_val by +experiment=micro_select (docs/micro.md); they are
+    the CLI's too (conf/method/*.yaml leaves each parameter null: its default here).
+    """
+
+    ratio: float = 0.01
     score: str = "absolute"
     scope: tuple = ("ffn", "attn")
     keep: float = 1.0

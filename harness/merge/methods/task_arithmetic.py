@@ -10,9 +10,13 @@ from harness.merge.registry import check_range, register
 
 @dataclass(frozen=True)
 class TaskArithmeticParams:
-    """scale: multiplier of Δ, ≥ 0."""
+    """scale: multiplier of Δ, ≥ 0.
 
-    scale: float = 0.5
+    Defaults: chosen on eval=micro_val by +experiment=micro_select (docs/micro.md); they are
+    the CLI's too (conf/method/*.yaml leaves each parameter null: its default here).
+    """
+
+    scale: float = 0.7
 
     def __post_init__(self):
         check_range("task_arithmetic", "scale", self.scale, 0.0, None)

@@ -17,7 +17,11 @@ from harness.merge.stream import MergeContext, abs_delta
 
 @dataclass(frozen=True)
 class TiesParams:
-    """density: share of entries kept, in (0, 1]; scale: multiplier of the kept Δ, ≥ 0."""
+    """density: share of entries kept, in (0, 1]; scale: multiplier of the kept Δ, ≥ 0.
+
+    Defaults: chosen on eval=micro_val by +experiment=micro_select (docs/micro.md); they are
+    the CLI's too (conf/method/*.yaml leaves each parameter null: its default here).
+    """
 
     density: float = 0.2
     scale: float = 1.0
@@ -27,10 +31,15 @@ class TiesParams:
         check_range("ties", "scale", self.scale, 0.0, None)
 
 
+def kept(p: TiesParams, n: int) -> int:
+    """k: how many of a tensor's n entries keep their Δ."""
+    return int(round(p.density * n))
+
+
 def weight(base: torch.Tensor, tuned: torch.Tensor, p: TiesParams,
            ctx: MergeContext) -> ChunkWeight:
     """scale on the top-k |Δ| entries, 0 elsewhere (one read-only pass finds the threshold)."""
-    top = DeltaTopK(base, tuned, [int(round(p.density * base.numel()))], ctx)
+    top = DeltaTopK(base, tuned, [kept(p, base.numel())], ctx)
 
     def chunk(lo: int, hi: int, fb: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
         return top.mask(0, abs_delta(fb, ft)).float().mul_(p.scale)
