@@ -160,4 +160,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv.append("hydra/help=analyze")  # this command's own --help page
     main()

@@ -345,14 +345,20 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1b,0.5b", help=f"comma list of {', '.join(SIZES)}")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--reps", type=int, default=3,
+                   help="repetitions per method; the median is reported (default 3)")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma list of methods to time (default: all)")
     p.add_argument("--mergekit", action=argparse.BooleanOptionalAction, default=True,
                    help="also time mergekit, installed in its own venv (default: on)")
     p.add_argument("--cache", type=Path,
-                   default=Path(os.environ.get("HARNESS_CACHE", ".cache/harness")))
+                   default=Path(os.environ.get("HARNESS_CACHE", ".cache/harness")),
+                   help="where the synthetic pairs are built once (default: HARNESS_CACHE or "
+                        ".cache/harness)")
     p.add_argument("--results", type=Path,
-                   default=Path(os.environ.get("HARNESS_RESULTS", "results")) / "bench")
+                   default=Path(os.environ.get("HARNESS_RESULTS", "results")) / "bench",
+                   help="where bench_<size>.{md,json} go (default: <HARNESS_RESULTS or "
+                        "results>/bench)")
     p.add_argument("--device", default="cpu", help="merge.device of the harness's merges")
     p.add_argument("--mergekit-reps", type=int, default=1,
                    help="time mergekit in the first N repetitions only (default 1: its merges "

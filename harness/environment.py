@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     check_cmd = sub.add_parser("check", help="compare this venv with the lock")
-    check_cmd.add_argument("--lock", type=Path, default=LOCK)
+    check_cmd.add_argument("--lock", type=Path, default=LOCK,
+                           help="the lock file to compare with (default: the repository's "
+                                "requirements.lock)")
     check_cmd.add_argument("--quick", action="store_true",
                            help="versions only (skip `pip check`); prints nothing on success")
     sub.add_parser("freeze", help="print the lock for this venv")

@@ -222,5 +222,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv.append("hydra/help=prefetch")  # this command's own --help page
     MIRROR.extend(p for p in [pop_mirror(sys.argv)] if p is not None)
     main()

@@ -389,8 +389,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.tables", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path,
-                        default=Path(os.environ.get("HARNESS_RESULTS", "results")))
-    parser.add_argument("--no-plots", action="store_true")
+                        default=Path(os.environ.get("HARNESS_RESULTS", "results")),
+                        help="results root holding runs/; tables go to its tables/ "
+                             "(default: HARNESS_RESULTS or results)")
+    parser.add_argument("--no-plots", action="store_true", help="tables only, no figures")
     parser.add_argument("--select", choices=RULES,
                         help="selection rule (default: conf/tables/default.yaml)")
     parser.add_argument("--judge", metavar="MODEL_DIR",

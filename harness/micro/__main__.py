@@ -19,9 +19,12 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m harness.micro", description=__doc__)
     parser.add_argument("--out", type=Path, help="directory to build into")
-    parser.add_argument("--steps-scale", type=float, default=1.0)
-    parser.add_argument("--probe", action="store_true")
-    parser.add_argument("--write-benchmarks", action="store_true")
+    parser.add_argument("--steps-scale", type=float, default=1.0,
+                        help="scale both training stages (quick experiments; default 1)")
+    parser.add_argument("--probe", action="store_true",
+                        help="print quick in-process scores after building")
+    parser.add_argument("--write-benchmarks", action="store_true",
+                        help="rewrite the micro benchmark files of harness/micro/tasks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.write_benchmarks:
