@@ -86,7 +86,7 @@ rehearsal: install
 # Each twin on all 13 paper13 tasks with every task's own generation length (no cap): a merge
 # that talks nonsense must be scored, not crash (the default test run covers one twin).
 rehearsal-uncapped: install
-	$(PY) -m pytest -m "slow or not slow" tests/test_rehearsal_uncapped.py $(ARGS)
+	HARNESS_UNCAPPED_ALL_TWINS=1 $(PY) -m pytest tests/test_rehearsal_uncapped.py $(ARGS)
 
 # Before submitting a sweep, on one GPU node: the gpu tests, then one twin per family merged and
 # evaluated on cuda through both tools, offline, under a temporary results folder; one verdict
