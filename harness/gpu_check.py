@@ -69,7 +69,7 @@ def _tail(text: str, lines: int = 1) -> str:
 def _run(cmd: list[str], env: dict, timeout: int) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **OFFLINE, **env},
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, check=False, timeout=timeout)
     except subprocess.TimeoutExpired as err:
         return subprocess.CompletedProcess(cmd, 124, "", f"timed out after {err.timeout} s")
 

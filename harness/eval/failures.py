@@ -17,7 +17,6 @@ carries (`short`), since a broken merge's answer can be kilobytes of control cha
 from __future__ import annotations
 
 import logging
-
 import re
 
 from harness.errors import EvalError
