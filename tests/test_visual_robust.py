@@ -149,3 +149,36 @@ def test_a_failing_visual_task_is_named_and_the_others_are_scored(tmp_path, tiny
     assert "harness_smoke_color" in kept["results"]
     assert list(kept["failed"]) == ["harness_broken_color"]
     assert (run / "lmms_eval" / "samples_harness_smoke_color.jsonl").is_file()
+
+
+@pytest.fixture(scope="module")
+def visual_mirror(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("visual_mirror")
+    only = "mme,mmbench,seedbench,pope,textvqa,scienceqa_img,gqa"
+    proc = subprocess.run([sys.executable, "-m", "harness.rehearsal", "--out", str(out),
+                           "--only", only], cwd=ROOT, capture_output=True, text=True,
+                          check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["empty", "garbage"])
+def test_empty_and_garbage_answers_are_scored_on_every_visual_task(visual_mirror, tmp_path,
+                                                                   kind):
+    """The real task code of all 7 visual tasks scores an empty answer, and 3 kB answers full of
+    control characters once the guard has cleaned them (MMBench's xlsx export included)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "visual_answers_check.py"),
+                           str(tmp_path), kind], cwd=visual_mirror, env=env,
+                          capture_output=True, text=True, check=False, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    result = json.loads(line[len("RESULT "):])
+    for task, metrics in result["metrics"].items():
+        assert metrics, (task, metrics)
+    assert result["metrics"]["pope"]["pope_accuracy,none"] == 0.0
+    if kind == "garbage":
+        assert result["cleaned"]["mmbench_en_dev_static"] == 4
+        assert (tmp_path / "out" / "submissions" / "mmbench_en_dev_results.xlsx").is_file()
+    else:
+        assert result["cleaned"] == {}
