@@ -9,15 +9,32 @@ propagate and fail the run).
 An empty answer without a logged error is the model's own answer (a model that forgot a skill
 often stops at once); it scores 0 legitimately. Such answers are counted per benchmark
 (`empty` in the score entry) and logged as a warning, never hidden.
+
+Model output is data: an error message quotes at most a short, escaped prefix of any text it
+carries (`short`), since a broken merge's answer can be kilobytes of control characters.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 from harness.errors import EvalError
 
 log = logging.getLogger(__name__)
+
+QUOTE_CHARS = 240  # the most of a tool's message (which may quote model output) an error repeats
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def short(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text` on one line for an error message: control characters escaped, newlines and tabs
+    as spaces, cut to `limit` characters with the number of characters left out."""
+    flat = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    flat = " ".join(flat.split())
+    if len(flat) <= limit:
+        return flat
+    return f"{flat[:limit]}... ({len(flat) - limit} more characters)"
 
 
 def _texts(resps) -> list[str]:
@@ -48,7 +65,7 @@ def check_generations(tool: str, task: str, samples: list[dict], logged_errors: 
         raise EvalError(
             f"{tool} task {task}: generation failed (first empty answer: doc {first}); {tool} "
             f"swallows such errors and scores the empty answer 0, so no score is reported. "
-            f"The tool said: {logged_errors[0]}")
+            f"The tool said: {short(logged_errors[0])}")
     if empties:
         log.warning("%s task %s: %d of %d answers are empty (the model's own answers; "
                     "no generation error was logged)", tool, task, len(empties), len(samples))
@@ -76,7 +93,7 @@ def tool_error(tool: str, tasks: list[str], where, err: BaseException, suite: st
     cause), with the fix when it is a dataset or model missing from the offline cache."""
     err = root_cause(err)
     text = f"{type(err).__name__}: {err}"
-    message = f"{tool} failed on {', '.join(tasks)} ({where}): {text}"
+    message = f"{tool} failed on {', '.join(tasks)} ({where}): {short(text)}"
     if any(h in text for h in OFFLINE_HINTS):
         message += (f". A dataset or model is not in the local HF cache and the harness runs "
                     f"offline: on a machine with internet run `python -m harness.prefetch "
