@@ -48,13 +48,13 @@ def twin_paths(tmp_path_factory):
 @pytest.fixture(scope="session")
 def twins(twin_paths):
     """Every twin pair, built once per session: {name: ResolvedPair}."""
-    from harness.models.pair import resolve_pair
+    from harness.pairs import resolve_pair
 
     return {name: resolve_pair(_pair_cfg(name), twin_paths) for name in PAIRS}
 
 
 def test_build_is_cached(twins, twin_paths, caplog):
-    from harness.models.pair import resolve_pair
+    from harness.pairs import resolve_pair
 
     name = "twin_llava15_vicuna_7b"
     first = twins[name]
@@ -68,7 +68,7 @@ def test_build_is_cached(twins, twin_paths, caplog):
 
 
 def test_bad_build_block_is_a_config_error(twin_paths):
-    from harness.models.pair import resolve_pair
+    from harness.pairs import resolve_pair
 
     cfg = _pair_cfg("twin_llava15_vicuna_7b")
     del cfg.build["vision"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import CheckpointError
+from harness.models.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +166,11 @@ class CheckpointReader:
         """Total size of the weight files on disk."""
         return sum(p.stat().st_size for p in self.files)
 
-    def identity(self) -> list[dict]:
-        """What identifies the weights cheaply: file names, sizes and modification times."""
-        return [{"file": p.name, "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns}
-                for p in self.files]
+    def identity(self) -> dict:
+        """The checkpoint's fingerprint (harness.models.fingerprint): content hashes of the
+        weight files (cached by size and mtime) and of the files beside them; the run records
+        name a local checkpoint by the same function."""
+        return fingerprint(self.directory, self.files)
 
 
 SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32",
