@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from harness import paths
 from harness.errors import ConfigError, HarnessError
 from harness.merge.buffers import MEMORY_MB
 from harness.merge.engine import pick_device
@@ -342,9 +343,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mergekit", action=argparse.BooleanOptionalAction, default=True,
                    help="also time mergekit, installed in its own venv (default: on)")
     p.add_argument("--cache", type=Path,
-                   default=Path(os.environ.get("HARNESS_CACHE", ".cache/harness")))
+                   default=paths.cache_root())
     p.add_argument("--results", type=Path,
-                   default=Path(os.environ.get("HARNESS_RESULTS", "results")) / "bench")
+                   default=paths.results_root() / "bench")
     p.add_argument("--device", default="cpu", help="merge.device of the harness's merges")
     p.add_argument("--mergekit-reps", type=int, default=1,
                    help="time mergekit in the first N repetitions only (default 1: its merges "

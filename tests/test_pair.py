@@ -36,7 +36,8 @@ def test_local_pair_errors(tmp_path, tiny_llama):
         resolve_pair(_pair(base=str(tiny_llama), mllm=str(tmp_path)), PATHS)
     with pytest.raises(CheckpointError, match="hf download someorg/missing"):
         resolve_pair(_pair(base=str(tiny_llama), mllm="someorg/missing"), PATHS)
-    with pytest.raises(ConfigError, match="pair.source=.ftp. is not valid; choose hub, local, micro, twin"):
+    with pytest.raises(ConfigError, match="pair.source=.ftp. is not valid; choose hub, local, "
+                                          "micro, twin"):
         resolve_pair(_pair(source="ftp"), PATHS)
 
 
