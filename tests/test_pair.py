@@ -1,4 +1,5 @@
-"""Pair resolution: pair configs → local checkpoint directories (harness/models/pair.py)."""
+"""Pair sources: pair configs → local checkpoint directories and their content identity
+(harness/pairs/, harness/models/fingerprint.py)."""
 
 from __future__ import annotations
 
