@@ -154,3 +154,19 @@ def test_a_local_pair_is_named_after_its_paths(tmp_path):
     assert a.pair.name.startswith("local-llava-") and b.pair.name.startswith("local-llava-")
     assert a.pair.name != b.pair.name
     assert named.pair.name == "mine"
+
+
+def test_an_hf_cache_blob_is_named_by_its_sha256_without_reading_it(tmp_path, monkeypatch):
+    import hashlib
+
+    from harness.models import fingerprint as fp
+
+    data = b"weights" * 100
+    blob = tmp_path / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir()
+    blob.write_bytes(data)
+    snap = tmp_path / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    (snap / "model.safetensors").symlink_to(blob)
+    monkeypatch.setattr(fp, "_sha256", lambda p: pytest.fail(f"{p} was read"))
+    assert fp.file_sha256(snap / "model.safetensors", cache=tmp_path / "c") == blob.name

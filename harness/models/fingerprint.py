@@ -6,7 +6,8 @@ processor, chat template) with its size and the SHA-256 of its content, and sums
 digest. Hashing a weight file reads it once (about 1.4 GB/s); the result is cached under
 `<cache root>/fingerprints/` keyed by the file's absolute path, size, mtime and ctime, so later
 fingerprints of unchanged files only `stat` them. A file rewritten in place (a checkpoint
-rebuilt at the same path) has a new mtime and is hashed again.
+rebuilt at the same path) has a new mtime and is hashed again. A file of the HF cache stored as
+an LFS blob is named by its SHA-256 already, and is not read.
 
 The merge engine (as its input identity, `CheckpointReader.identity`) and the run records (as
 the pair's identity) both use `fingerprint`, so a merge and a record agree on what they read.
@@ -18,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # Files beside the weights that are not part of what a model computes.
 IGNORED = {"README.md", ".gitattributes", "LICENSE", "LICENSE.txt", "USE_POLICY.md"}
+SHA256 = re.compile(r"[0-9a-f]{64}")
 # Non-weight files up to this size are hashed every time (configs, tokenizers).
 SMALL_BYTES = 256 << 20
 
@@ -46,6 +49,8 @@ def file_sha256(path: Path, cache: Path | None = None) -> str:
     `<cache>/fingerprints/` (default cache: harness.paths.cache_root()). An unwritable cache
     only costs the hash next time."""
     path = Path(path).resolve()
+    if path.parent.name == "blobs" and SHA256.fullmatch(path.name):
+        return path.name  # an HF cache blob of an LFS file is named by its content's SHA-256
     key = _stat_key(path)
     folder = Path(cache if cache is not None else paths.cache_root()) / "fingerprints"
     entry = folder / (hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".json")
