@@ -23,14 +23,39 @@ average on the suite's validation suite, e.g. micro_val for micro; its test scor
 The rule and the chosen configurations are written under every table.
 
 Modules: read.py (records → long frame), group.py (tables, rows, selection), write.py (md, tex,
-csv), build.py (all of it, and the command line).
+csv), build.py (all of it); the command line is here.
 """
 
+from __future__ import annotations
 
-from harness.tables.build import build_tables, load_rule, main
+import argparse
+from pathlib import Path
+
+from harness import paths
+from harness.tables.build import build_tables, load_rule
 from harness.tables.group import (RULES, aggregate, choose, choose_by_validation,
                                   choose_on_validation)
 from harness.tables.read import load_records, long_frame
 
 __all__ = ["RULES", "aggregate", "build_tables", "choose", "choose_by_validation",
            "choose_on_validation", "load_records", "load_rule", "long_frame", "main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m harness.tables", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=paths.results_root(),
+                        help=f"results root (default: ${paths.RESULTS_ENV} or "
+                             f"{paths.DEFAULT_RESULTS})")
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--select", choices=RULES,
+                        help="selection rule (default: conf/tables/default.yaml)")
+    parser.add_argument("--judge", metavar="MODEL_DIR",
+                        help="a local causal LM that classifies the wrong answers of the "
+                             "generation analysis instead of the rules (docs/generation.md)")
+    args = parser.parse_args(argv)
+    files = build_tables(args.results, plots=not args.no_plots, select=args.select,
+                         judge=args.judge)
+    for f in files:
+        print(f"wrote {f}")

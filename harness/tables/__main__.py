@@ -1,5 +1,5 @@
 """`python -m harness.tables` (= `make tables`)."""
 
-from harness.tables.build import main
+from harness.tables import main
 
 main()

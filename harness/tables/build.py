@@ -8,7 +8,6 @@ configurations of the methods come from harness.method_catalog.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import pandas as pd
 import yaml
 
 from harness import method_catalog, paths
-from harness.tables.group import (RULES, aggregate, select_rows, split_by_setup,
-                                  split_by_variant)
+from harness.tables.group import aggregate, select_rows, split_by_setup, split_by_variant
 from harness.tables.read import load_records, long_frame, setups, variants
 from harness.tables.write import benchmark_order, main_table, write_main, write_sweep
 
@@ -124,25 +122,3 @@ def build_tables(results: Path, plots: bool = True, select: str | None = None,
             written += _one_table(out, results, records, frame, split_by_variant(sub, by_variant),
                                   pair, suite, stem, notes, select, judge, plots)
     return written
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point."""
-    from harness import tables
-
-    parser = argparse.ArgumentParser(prog="python -m harness.tables", description=tables.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=paths.results_root(),
-                        help=f"results root (default: ${paths.RESULTS_ENV} or "
-                             f"{paths.DEFAULT_RESULTS})")
-    parser.add_argument("--no-plots", action="store_true")
-    parser.add_argument("--select", choices=RULES,
-                        help="selection rule (default: conf/tables/default.yaml)")
-    parser.add_argument("--judge", metavar="MODEL_DIR",
-                        help="a local causal LM that classifies the wrong answers of the "
-                             "generation analysis instead of the rules (docs/generation.md)")
-    args = parser.parse_args(argv)
-    files = build_tables(args.results, plots=not args.no_plots, select=args.select,
-                         judge=args.judge)
-    for f in files:
-        print(f"wrote {f}")
