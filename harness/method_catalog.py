@@ -41,8 +41,8 @@ def in_order(methods) -> list[str]:
 
 
 def format_value(v) -> str:
-    """A parameter value as a configuration label shows it (lists joined by +)."""
-    if isinstance(v, list):
+    """A parameter value as a configuration label shows it (lists and tuples joined by +)."""
+    if isinstance(v, (list, tuple)):
         return "+".join(map(str, v))
     return str(v)
 
@@ -54,13 +54,13 @@ def config_label(params: dict | None) -> str:
 
 
 def default_labels(method_conf: Path = METHOD_CONF) -> dict[str, str]:
-    """Configuration label of each method's defaults: its conf/method YAML's parameters, or its
-    parameter dataclass's defaults for a method without a YAML here (one added from outside)."""
+    """Configuration label of each method's defaults: its parameter dataclass's defaults, with
+    the values its conf/method YAML sets (a null there leaves the dataclass's default)."""
     from harness.merge.registry import load_methods
 
-    out = {name: config_label(dataclasses.asdict(spec.params_cls()))
-           for name, spec in load_methods().items()}
+    params = {name: dataclasses.asdict(spec.params_cls()) for name, spec in load_methods().items()}
     for path in sorted(Path(method_conf).glob("*.yaml")):
         spec = yaml.safe_load(path.read_text())
-        out[spec["name"]] = config_label(spec.get("params") or {})
-    return out
+        given = {k: v for k, v in (spec.get("params") or {}).items() if v is not None}
+        params[spec["name"]] = {**params.get(spec["name"], {}), **given}
+    return {name: config_label(p) for name, p in params.items()}
