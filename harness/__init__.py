@@ -3,7 +3,8 @@ what it forgot (lm-eval) and what it kept (lmms-eval)."""
 
 import os
 
-from harness import numerics
+from harness import numerics, paths
+from harness.models import pair as _pair
 
 __version__ = "0.1.0"
 
@@ -16,3 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Portable CPU kernels (AVX2 everywhere, thread-count independent MKL) before torch computes
 # anything, so the micro pair and its scores are the same on every machine (harness/numerics.py).
 numerics.apply()
+
+# Resolvers conf/ uses (`${harness_path:...}`, `${local_pair_name:}`), before anything composes.
+paths.register_resolver()
+_pair.register_resolver()

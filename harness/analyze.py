@@ -119,7 +119,7 @@ def plot(stats: pd.DataFrame, scores: pd.DataFrame, out: Path) -> list[Path]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     """Analyse the pair of `cfg.pair` (no merge)."""
-    from harness.models.pair import resolve_pair
+    from harness.pairs import resolve_pair
     from harness.tracking import wandb_mode
 
     try:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from harness import paths
 from harness.errors import ConfigError, HarnessError
 from harness.merge.buffers import MEMORY_MB
 from harness.merge.engine import pick_device
@@ -352,11 +353,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mergekit", action=argparse.BooleanOptionalAction, default=True,
                    help="also time mergekit, installed in its own venv (default: on)")
     p.add_argument("--cache", type=Path,
-                   default=Path(os.environ.get("HARNESS_CACHE", ".cache/harness")),
+                   default=paths.cache_root(),
                    help="where the synthetic pairs are built once (default: HARNESS_CACHE or "
                         ".cache/harness)")
     p.add_argument("--results", type=Path,
-                   default=Path(os.environ.get("HARNESS_RESULTS", "results")) / "bench",
+                   default=paths.results_root() / "bench",
                    help="where bench_<size>.{md,json} go (default: <HARNESS_RESULTS or "
                         "results>/bench)")
     p.add_argument("--device", default="cpu", help="merge.device of the harness's merges")

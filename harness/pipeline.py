@@ -63,7 +63,7 @@ def run(cfg: DictConfig) -> dict:
                      run_id, run_dir / records.RESULT_FILE)
             return done
 
-    from harness.models.pair import resolve_pair
+    from harness.pairs import resolve_pair
     from harness.merge import merge_checkpoints
 
     pair = resolve_pair(cfg.pair, cfg.paths)

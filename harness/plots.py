@@ -1,4 +1,7 @@
-"""Plots of the tables: the language-vs-vision trade-off and per-hyperparameter sweeps."""
+"""Plots of the tables: the language-vs-vision trade-off, per-hyperparameter sweeps and the
+generation analysis's shares. A leaf: each function takes data frames and labels (the callers
+read the methods' labels and order from harness.method_catalog) and imports nothing else of
+the harness."""
 
 from __future__ import annotations
 
@@ -75,16 +78,15 @@ def place_labels(ax, items: list[tuple[float, float, str]]) -> list:
     return placed
 
 
-def tradeoff_plot(agg: pd.DataFrame, chosen: dict[str, str], stem: Path) -> list[Path]:
+def tradeoff_plot(agg: pd.DataFrame, chosen: dict[str, str], stem: Path,
+                  labels: dict[str, str], order: list[str]) -> list[Path]:
     """Language average vs visual average: every configuration run (small, in its method's
-    colour), each method's chosen one (large, outlined, labelled; methods at one point share a
-    label), the base→MLLM line and the Pareto front."""
-    from harness.tables import in_table_order, method_rows
-
+    colour), each method's chosen one (large, outlined, labelled by `labels`; methods at one
+    point share a label), the base→MLLM line and the Pareto front. Colours follow `order`."""
     pts = _averages(agg)
     if pts.empty:
         return []
-    order = in_table_order(set(pts.method))
+    order = [m for m in order if m in set(pts.method)] + sorted(set(pts.method) - set(order))
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(order)}
     fig, ax = plt.subplots(figsize=(7.2, 5.4))
     for method, sub in pts.groupby("method"):
@@ -107,7 +109,7 @@ def tradeoff_plot(agg: pd.DataFrame, chosen: dict[str, str], stem: Path) -> list
     ax.set_title(stem.name.replace("tradeoff_", "trade-off: "))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
-    place_labels(ax, shared_labels(sel, dict(method_rows())))
+    place_labels(ax, shared_labels(sel, labels))
     return _save(fig, stem)
 
 

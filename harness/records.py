@@ -38,21 +38,12 @@ def _plain(node: Any) -> Any:
 
 
 def pair_identity(cfg: DictConfig) -> dict:
-    """The fields of a pair that determine its weights (not where they are cached). A pair built
-    here is named by its build key, which also holds the torch release and the CPU numerics that
-    trained it (the micro pair) or the library releases that wrote it (a twin)."""
-    pair = _plain(cfg.pair)
-    keys = ("name", "base", "base_revision", "mllm", "mllm_revision", "build")
-    ident = {k: pair.get(k) for k in keys if k in pair}
-    if pair.get("build") and pair.get("source") == "twin":
-        from harness.models.twins import build_key
+    """What determines a pair's weights, by content (harness.pairs): a local checkpoint's
+    fingerprint (content hashes of its files), a hub checkpoint's resolved commit, a built
+    pair's build key; plus the pair's name, the label of its records and tables."""
+    from harness.pairs import pair_identity as identity_of
 
-        ident["build_key"] = build_key(pair["build"])
-    elif pair.get("build"):
-        from harness.micro.build import build_key
-
-        ident["build_key"] = build_key(pair["build"])
-    return ident
+    return identity_of(cfg.pair)
 
 
 def merge_identity(cfg: DictConfig) -> dict:

@@ -96,7 +96,7 @@ def twins(twin_paths):
 
     from omegaconf import OmegaConf
 
-    from harness.models.pair import resolve_pair
+    from harness.pairs import resolve_pair
 
     conf = Path(__file__).resolve().parent.parent / "conf" / "pair"
     return {name: resolve_pair(OmegaConf.load(conf / f"{name}.yaml"), twin_paths)

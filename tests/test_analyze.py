@@ -42,7 +42,7 @@ def test_cli_writes_csv_and_plot(tmp_path, tiny_llama, tiny_llava_new):
                            "method=neuron_fusion", "method.params.ratio=0.05"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    out = tmp_path / "analysis" / "local"
+    (out,) = (tmp_path / "analysis").glob("local-llava_new-*")  # named after its paths
     stats = pd.read_csv(out / "neurons.csv")
     assert set(stats[stats.group == "ffn"].located) == {6}
     assert (out / "neurons.png").is_file() and (out / "scores.csv").is_file()

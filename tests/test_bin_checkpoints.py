@@ -218,7 +218,7 @@ def test_vicuna_twin_base_is_bin_only_as_on_the_hub_and_merges_like_safetensors(
     from omegaconf import OmegaConf
 
     from harness.errors import ConfigError
-    from harness.models.pair import resolve_pair
+    from harness.pairs import resolve_pair
 
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "pair" /
                          "twin_llava15_vicuna_7b.yaml")

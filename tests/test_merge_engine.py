@@ -297,7 +297,7 @@ def test_cli_merge_stage(tmp_path, tiny_llama, tiny_llava_new):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    merged = list((tmp_path / "results" / "merges").glob("local-neuron_fusion-*"))
+    merged = list((tmp_path / "results" / "merges").glob("local-*-neuron_fusion-*"))
     assert len(merged) == 1 and load_merge_report(merged[0]) is not None
     bad = subprocess.run(cmd[:-2] + ["method.params.ratio=0"], env=env, capture_output=True,
                          text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)

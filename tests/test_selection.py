@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import tables
+from harness import method_catalog, tables
 from harness.selection import grid_points
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _record(runs: Path, method: str, params: dict, suite: str, lang: float, vis: float,
             validation: str | None = None, torch: str = "2.14.1") -> dict:
-    run_id = f"{method}-{suite}-{'-'.join(f'{k}{v}' for k, v in sorted(params.items()))}"
+    run_id = f"{method}-{suite}-{'-'.join(f'{k}{v}' for k, v in sorted(params.items()))}-{torch}"
     rec = {"run_id": run_id, "status": "complete", "pair": "micro", "method": method,
            "params": params, "seed": 0, "eval_suite": suite,
            "scores": {"l1": {"suite": "language", "percent": lang},
@@ -87,16 +87,22 @@ def test_a_suite_without_validation_suite_says_which_rule_it_used(tmp_path):
     assert "test names no validation suite, so best_overall" in _main_table(tmp_path)[1]
 
 
-def test_records_of_different_library_releases_are_named_under_the_table(tmp_path):
+def test_records_of_different_library_releases_are_not_pooled(tmp_path):
     runs = tmp_path / "runs"
     _record(runs, "base", {}, "test", 80, 10)
-    _record(runs, "mllm", {}, "test", 20, 80, torch="2.13.0")
+    _record(runs, "mllm", {}, "test", 20, 80)
+    _record(runs, "mllm", {}, "test", 30, 70, torch="2.13.0")
     tables.build_tables(tmp_path, plots=False, select="defaults")
-    md = _main_table(tmp_path)[1]
-    assert "Records made with different library releases: 1 with torch 2.13.0" in md
+    assert not (tmp_path / "tables" / "main_micro_test.md").exists()
+    split = sorted((tmp_path / "tables").glob("main_micro_test_*.md"))
+    assert len(split) == 2
+    texts = [p.read_text() for p in split]
+    assert all("score.versions.torch" in t for t in texts)
+    (new,) = [t for t in texts if "this table has score.versions.torch=2.13.0" in t]
+    assert "| MLLM | 30.0 |" in new and "Base LLM" not in new  # not averaged with 20.0
     _record(runs, "ties", {"density": 0.2}, "other", 50, 50)
     tables.build_tables(tmp_path, plots=False)
-    assert "different library releases" not in _main_table(tmp_path, "other")[1]
+    assert "differ in their setup" not in _main_table(tmp_path, "other")[1]
 
 
 def test_an_unknown_rule_names_the_valid_ones(tmp_path):
@@ -121,7 +127,7 @@ def test_tradeoff_labels_are_shared_at_one_point_and_never_overlap():
                                       "breadcrumbs"],
                            "language": [60.0, 60.0, 60.4, 60.8, 61.0, 59.7],
                            "vision": [70.0, 70.0, 70.3, 69.8, 70.5, 70.2]})
-    items = shared_labels(points, dict(tables.method_rows()))
+    items = shared_labels(points, method_catalog.labels())
     assert "Model Soup = Task Arithmetic" in [text for _, _, text in items]
     assert len(items) == 5
     fig, ax = plt.subplots()

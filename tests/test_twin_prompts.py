@@ -243,7 +243,7 @@ def test_chat_template_without_a_text_template_is_refused_before_the_merge(twins
     assert not Path(cfg.paths.merges).exists() or not any(Path(cfg.paths.merges).iterdir())
     # a suite without lm-eval benchmarks and the pairs with a text template pass
     from harness.eval.preflight import check_eval_setup
-    from harness.models.pair import resolve_pair
+    from harness.pairs import resolve_pair
 
     pair = resolve_pair(cfg.pair, cfg.paths)
     check_eval_setup(_compose(["pair=twin_llava15_vicuna_7b", *common, "eval=none"]).eval, pair)

@@ -41,7 +41,7 @@ def _pair_cfg(name: str):
 
 
 def test_build_is_cached(twins, twin_paths, caplog):
-    from harness.models.pair import resolve_pair
+    from harness.pairs import resolve_pair
 
     name = "twin_llava15_vicuna_7b"
     first = twins[name]
@@ -55,7 +55,7 @@ def test_build_is_cached(twins, twin_paths, caplog):
 
 
 def test_bad_build_block_is_a_config_error(twin_paths):
-    from harness.models.pair import resolve_pair
+    from harness.pairs import resolve_pair
 
     cfg = _pair_cfg("twin_llava15_vicuna_7b")
     del cfg.build["vision"]

@@ -2,10 +2,13 @@
 of a run's classified answers, pooled over the suite's generative benchmarks; rows = methods at
 the main table's chosen configuration; mean ± std over seeds), the same per benchmark
 (`..._by_benchmark.csv`), a stacked-bar plot and `..._examples.md` (a few answers per method and
-category with prompt and reference)."""
+category with prompt and reference).
+
+A leaf: it takes frames, labels and an optional plot function, and imports nothing of the tables."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -107,17 +110,17 @@ def write_examples(out: Path, stem: str, answers: pd.DataFrame, order: list[str]
     return path
 
 
-def generation_tables(out: Path, pair: str, suite: str, answers: pd.DataFrame,
-                      chosen: dict[str, str], run_configs: dict[str, str], order: list[str],
-                      labels: dict[str, str], notes: list[str], plots: bool = True
-                      ) -> list[Path]:
-    """Every generation output of one (pair, suite): the answers of the runs at each method's
-    chosen configuration (`run_configs`: run id -> configuration label)."""
+def generation_tables(out: Path, stem: str, answers: pd.DataFrame, chosen: dict[str, str],
+                      run_configs: dict[str, str], order: list[str], labels: dict[str, str],
+                      notes: list[str], plot: Callable | None = None) -> list[Path]:
+    """Every generation output of one table (`<stem>.*`, e.g. `generation_<pair>_<suite>`): the
+    answers of the runs at each method's chosen configuration (`run_configs`: run id ->
+    configuration label); `order` and `labels` place and name the methods. `plot(mean, labels,
+    stem)` (e.g. harness.plots.generation_plot) draws the shares when given."""
     keep = answers.run_id.map(run_configs).eq(answers.method.map(chosen))
     answers = answers[keep]
     if answers.empty:
         return []
-    stem = f"generation_{pair}_{suite}"
     mean, std, n = method_table(run_shares(answers), order + sorted(set(answers.method)
                                                                     - set(order)))
     counts = answers.groupby("benchmark").run_id.nunique()
@@ -130,8 +133,6 @@ def generation_tables(out: Path, pair: str, suite: str, answers: pd.DataFrame,
     written = write_shares(out, stem, mean, std, n, labels, note)
     written.append(write_by_benchmark(out, stem, answers, labels))
     written.append(write_examples(out, stem, answers, list(mean.index), labels))
-    if plots:
-        from harness.plots import generation_plot
-
-        written += generation_plot(mean, [labels.get(m, m) for m in mean.index], out / stem)
+    if plot is not None:
+        written += plot(mean, [labels.get(m, m) for m in mean.index], out / stem)
     return written

@@ -24,6 +24,7 @@ from harness.models.bin_checkpoint import (
     BinShards,
     bin_files,
 )
+from harness.models.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +184,11 @@ class CheckpointReader:
         """Total size of the weight files on disk."""
         return sum(p.stat().st_size for p in self.files)
 
-    def identity(self) -> list[dict]:
-        """What identifies the weights cheaply: names, sizes and modification times of the
-        weight files (safetensors or `.bin`)."""
-        return [{"file": p.name, "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns}
-                for p in self.files]
+    def identity(self) -> dict:
+        """The checkpoint's fingerprint (harness.models.fingerprint): content hashes of the
+        weight files, safetensors or `.bin` (cached by size and mtime), and of the files beside
+        them; the run records name a local checkpoint by the same function."""
+        return fingerprint(self.directory, self.files)
 
 
 SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32",

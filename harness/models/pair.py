@@ -1,13 +1,17 @@
-"""Pair resolution: a pair config → local directories of the base LLM and the tuned model."""
+"""Checkpoints of a pair: finding one (a directory or an HF id in the local cache), reading its
+config, and the default name of a local pair. Which source a pair comes from (hub, local, micro,
+twin) and what identifies it: harness.pairs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import CheckpointError, ConfigError, HarnessError
+from harness.errors import CheckpointError, HarnessError
 
 log = logging.getLogger(__name__)
 
@@ -83,28 +87,26 @@ def _cached_selection(repo: str, revision: str | None) -> list[str] | None:
     return select_files({f.path: int(f.size or 0) for f in tree}, repo)
 
 
-def resolve_pair(pair_cfg, paths_cfg) -> ResolvedPair:
-    """Local directories of a pair config (`source: hub | local | micro | twin`)."""
-    source = pair_cfg.get("source", "local")
-    name = pair_cfg.name
-    if source == "micro":
-        from harness.micro import ensure_pair
+def local_pair_name(base, mllm) -> str:
+    """Default name of a local pair: `local-<mllm folder name>-<6 hex of both absolute paths>`,
+    so two local pairs never share a name (and a table) unless given one (`pair.name=...`)."""
+    where = [str(Path(str(p)).expanduser().resolve()) for p in (base, mllm)]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(where[1]).name).strip("._-") or "pair"
+    return f"local-{stem}-{hashlib.sha256(chr(0).join(where).encode()).hexdigest()[:6]}"
 
-        base, mllm = ensure_pair(pair_cfg, Path(paths_cfg.cache), progress=True)
-    elif source == "twin":
-        from harness.models import twins
 
-        try:
-            base, mllm = twins.ensure_pair(pair_cfg, Path(paths_cfg.cache))
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    elif source in ("hub", "local"):
-        for key in ("base", "mllm"):
-            if pair_cfg.get(key) in (None, "???"):
-                raise ConfigError(f"pair {name} needs pair.{key}=<directory or HF id>")
-        hub = name if source == "hub" else None  # prefetch only knows hub pairs
-        base = resolve_model(pair_cfg.base, pair_cfg.get("base_revision"), hub)
-        mllm = resolve_model(pair_cfg.mllm, pair_cfg.get("mllm_revision"), hub)
-    else:
-        raise ConfigError(f"pair.source={source!r} is not valid; choose hub, local, micro or twin")
-    return ResolvedPair(name, Path(base), Path(mllm), is_multimodal(read_config(mllm)))
+def _local_name_resolver(*, _parent_) -> str:
+    from omegaconf import OmegaConf
+
+    if any(OmegaConf.is_missing(_parent_, k) or _parent_.get(k) is None
+           for k in ("base", "mllm")):
+        return "local"  # resolve_pair then asks for the missing directory
+    return local_pair_name(_parent_.base, _parent_.mllm)
+
+
+def register_resolver() -> None:
+    """Register `${local_pair_name:}` (conf/pair/local.yaml's default name; idempotent)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("local_pair_name"):
+        OmegaConf.register_new_resolver("local_pair_name", _local_name_resolver)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -24,8 +23,10 @@ log = logging.getLogger("harness.slurm")
 
 
 def _results_root() -> Path:
-    # Same default as conf/paths/default.yaml; status does not compose a config.
-    return Path(os.environ.get("HARNESS_RESULTS", "results"))
+    # status does not compose a config: the root from the module that owns it
+    from harness.paths import results_root
+
+    return results_root()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,5 @@
+"""`python -m harness.tables` (= `make tables`)."""
+
+from harness.tables import main
+
+main()
