@@ -10,9 +10,6 @@ out; `-` for none), the same label for a record's parameters and for the default
 from __future__ import annotations
 
 
-
-
-
 def rows() -> list[tuple[str, str]]:
     """(method, row label) of every registered method, in table order."""
     from harness.merge.registry import table_rows
