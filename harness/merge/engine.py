@@ -140,8 +140,9 @@ def merge_checkpoints(base, mllm, method: str, params: dict | None = None, out=N
     base_reader, tuned_reader = CheckpointReader(base_dir), CheckpointReader(tuned_dir)
     identity = {
         **method_identity(method, params, seed),
-        "base": {"path": str(base_dir), "files": base_reader.identity()},
-        "mllm": {"path": str(tuned_dir), "files": tuned_reader.identity()},
+        # each side's fingerprint: {"digest", "files": [{file, bytes, sha256}, ...]}
+        "base": {"path": str(base_dir), **base_reader.identity()},
+        "mllm": {"path": str(tuned_dir), **tuned_reader.identity()},
     }
     digest = identity_digest(identity)
     out.parent.mkdir(parents=True, exist_ok=True)
