@@ -9,6 +9,7 @@ a README declaring its configs and splits, parquet files), which offline nodes r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -69,7 +70,8 @@ def write_mirror(eval_cfg, root: Path) -> list[str]:
 
     from harness.eval import task_managers
     from harness.eval.local_tasks import render_task_dirs
-    from harness.eval.mirror import suite_data_needs, write_repo
+    from harness.eval.mirror import (datasets_cache, mirror_cache_dir, suite_data_needs,
+                                     write_repo)
     from harness.eval.suite import load_benchmarks, task_paths
 
     benches = load_benchmarks(eval_cfg)
@@ -82,7 +84,11 @@ def write_mirror(eval_cfg, root: Path) -> list[str]:
         name = need.config or "default"
         if name not in configs:
             log.info("dataset %s (%s)", need.path, name)
-            configs[name] = dict(load_dataset(need.path, need.config))
+            # a source folder (a mirror as working directory) gets a datasets cache of its own
+            source = Path(need.path)
+            with (datasets_cache(mirror_cache_dir(source)) if source.is_dir()
+                  else contextlib.nullcontext()):
+                configs[name] = dict(load_dataset(need.path, need.config))
     for path, configs in repos.items():
         write_repo(root, path, configs)
     return sorted(repos)

@@ -9,7 +9,7 @@ from pathlib import Path
 from harness.errors import EvalError
 from harness.eval.failures import check_generations, tool_error
 from harness.eval.lm_eval_runner import _dump, _write_samples
-from harness.eval.mirror import working_directory
+from harness.eval.mirror import in_mirror
 from harness.eval.scores import score_entry
 from harness.eval.suite import Benchmark, check_known_tasks
 
@@ -53,7 +53,7 @@ def run_lmms_eval(benches: list[Benchmark], mllm_dir: Path, run_dir: Path, manag
     tasks = sorted({b.task for b in benches})
     log.info("lmms-eval: %s on %s", ", ".join(tasks), mllm_dir)
     try:
-        with working_directory(data_root):
+        with in_mirror(data_root):
             res = simple_evaluate(model="llava_hf", model_args=model_args, tasks=tasks,
                                   batch_size=1, limit=eval_cfg.get("limit"), device=device,
                                   task_manager=manager, log_samples=True, random_seed=seed,
