@@ -10,8 +10,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from harness.cli import defer_errors
+
 log = logging.getLogger("harness")
-RAISED: list[Exception] = []  # the error of a single run, raised again after Hydra returns
 
 
 def run_point(cfg: DictConfig) -> None:
@@ -32,17 +33,14 @@ def run_point(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@defer_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: one run of the pipeline (or, for an experiment with a `selection`
     block, the grids on validation and the chosen points on test: harness/selection.py)."""
     from harness import multirun
 
     if not multirun.is_local_sweep():
-        try:
-            run_point(cfg)
-        except Exception as err:
-            # raised again by `cli` once Hydra has returned: Hydra would add its own report
-            RAISED.append(err)
+        run_point(cfg)
         return
     # a local sweep: a failed point is recorded, the next one runs
     from harness.cli import debug, user_error
@@ -63,8 +61,6 @@ def cli() -> int:
     from harness import multirun
 
     main()
-    if RAISED:
-        raise RAISED.pop()
     if multirun.FAILED:
         print(multirun.summary(), file=sys.stderr)
         return 1

@@ -11,7 +11,6 @@ when tracking is enabled. The ratio is `method.params.ratio` of `method=neuron_f
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -19,7 +18,8 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness.errors import HarnessError
+from harness.cli import defer_errors
+from harness.errors import ConfigError, HarnessError
 
 log = logging.getLogger("harness.analyze")
 
@@ -58,6 +58,22 @@ def layer_groups(base_dir: Path, tuned_dir: Path):
     for layer in sorted(layers):
         yield layer, {r: (base.get(bn).float(), tuned.get(tn).float())
                       for r, (bn, tn) in layers[layer].items()}
+
+
+def check_fit(base_dir: Path, tuned_dir: Path) -> None:
+    """CheckpointError unless the tuned model's language model fits the base (the merge
+    engine's own check: names, shapes, layer count)."""
+    from harness.models.checkpoint import CheckpointReader
+    from harness.models.keymap import detect_layout, plan_tensors
+    from harness.models.pair import read_config
+
+    base, tuned = CheckpointReader(base_dir), CheckpointReader(tuned_dir)
+    names = tuned.names()
+    base_names = set(base.names())
+    tied = (bool(read_config(base_dir).get("tie_word_embeddings", False))
+            or "lm_head.weight" not in base_names)
+    plan_tensors(base_names, base.shape, names, tuned.shape, detect_layout(names, str(tuned_dir)),
+                 tied, f"base {base_dir}, tuned {tuned_dir}")
 
 
 def analyze_pair(base_dir: Path, tuned_dir: Path, ratio: float) -> tuple[pd.DataFrame,
@@ -117,19 +133,21 @@ def plot(stats: pd.DataFrame, scores: pd.DataFrame, out: Path) -> list[Path]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@defer_errors
 def main(cfg: DictConfig) -> None:
     """Analyse the pair of `cfg.pair` (no merge)."""
     from harness.models.pair import resolve_pair
     from harness.tracking import wandb_mode
 
-    try:
-        pair = resolve_pair(cfg.pair, cfg.paths)
-        ratio = float(OmegaConf.select(cfg, "analyze.ratio", default=None)
-                      or OmegaConf.select(cfg, "method.params.ratio", default=None) or 0.1)
-        stats, scores = analyze_pair(pair.base, pair.mllm, ratio)
-    except HarnessError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    pair = resolve_pair(cfg.pair, cfg.paths)
+    ratio = OmegaConf.select(cfg, "analyze.ratio", default=None)
+    ratio = OmegaConf.select(cfg, "method.params.ratio", default=None) if ratio is None else ratio
+    ratio = 0.1 if ratio is None else ratio
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+        raise ConfigError(f"analyze.ratio={ratio}: the share of neurons located per group must "
+                          f"be a number in (0, 1]")
+    check_fit(pair.base, pair.mllm)
+    stats, scores = analyze_pair(pair.base, pair.mllm, float(ratio))
     out = Path(cfg.paths.results) / "analysis" / pair.name
     out.mkdir(parents=True, exist_ok=True)
     stats.to_csv(out / "neurons.csv", index=False, float_format="%.6g")
@@ -157,4 +175,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from harness.cli import run_main
+
+    run_main(main)

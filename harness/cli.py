@@ -12,6 +12,7 @@ group option or malformed override). Anything else is a bug and keeps its traceb
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -108,6 +109,24 @@ def user_error(err: BaseException, elsewhere: str = HYDRA_ELSEWHERE) -> tuple[st
     return None
 
 
+_DEFERRED: list[Exception] = []  # raised inside a Hydra task function, raised again by run_main
+
+
+def defer_errors(task: Callable) -> Callable:
+    """Wrap a Hydra task function (under `@hydra.main`): its exception is raised again by
+    `run_main` once Hydra has returned, so Hydra adds no report of its own."""
+
+    @functools.wraps(task)
+    def wrapper(cfg):
+        try:
+            return task(cfg)
+        except Exception as err:
+            _DEFERRED.append(err)
+            return None
+
+    return wrapper
+
+
 def run_main(main: Callable[[], int | None], elsewhere: str = HYDRA_ELSEWHERE) -> NoReturn:
     """Run an entry point's `main` and exit with its code; a user error prints `error: <one
     line>` and exits 1 (2 for usage). `elsewhere` says how to point the entry point at other
@@ -116,6 +135,8 @@ def run_main(main: Callable[[], int | None], elsewhere: str = HYDRA_ELSEWHERE) -
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         code = main()
+        if _DEFERRED:
+            raise _DEFERRED.pop()
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as err:

@@ -145,10 +145,11 @@ def _check_node(node: dict, prefix: str, root: dict, problems: list[str]) -> Non
 def config_problems(cfg: DictConfig) -> list[str]:
     """Every problem of a composed configuration, one short sentence each ([] when valid)."""
     try:
+        if "hydra" in cfg:  # Hydra's own node (a config loaded with it): not the run's
+            cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     except OmegaConfBaseException as err:
         return [f"the configuration does not resolve: {' '.join(str(err).split())}"]
-    data.pop("hydra", None)
     problems: list[str] = []
     _check_node(data, "", data, problems)
     return problems

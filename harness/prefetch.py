@@ -19,7 +19,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from harness.errors import HarnessError
+from harness.cli import defer_errors
+from harness.errors import UsageError
 
 log = logging.getLogger("harness.prefetch")
 
@@ -99,7 +100,7 @@ def pop_mirror(argv: list[str]) -> Path | None:
     for i, arg in enumerate(argv):
         if arg == "--mirror":
             if i + 1 >= len(argv):
-                raise SystemExit("error: --mirror needs a directory: --mirror DIR")
+                raise UsageError("--mirror needs a directory: --mirror DIR")
             value = argv[i + 1]
             del argv[i:i + 2]
             return Path(value).expanduser().resolve()
@@ -113,29 +114,33 @@ MIRROR: list[Path] = []  # the --mirror directory, taken from argv before Hydra 
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@defer_errors
 def main(cfg: DictConfig) -> None:
     """Print the plan; fetch it unless `+dry_run=true`."""
-    try:
-        items = plan(cfg)
-        for kind, ident, rev in items:
-            print(f"{kind:9s} {ident}" + (f"@{rev}" if rev else ""))
-        if not items:
-            print("nothing to fetch (local pair and no hub benchmarks)")
-        for root in MIRROR:
-            print(f"mirror    every dataset above, written to {root} (eval.data_root={root})")
-        if OmegaConf.select(cfg, "dry_run", default=False) or not items:
-            return
-        fetch(items)
-        print("done: the HF cache now holds everything above; copy HF_HOME to offline nodes")
-        for root in MIRROR:
-            for repo in write_mirror(cfg.eval, root):
-                print(f"wrote {root / repo}")
-            print(f"done: offline nodes read it with eval.data_root={root}")
-    except HarnessError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    items = plan(cfg)
+    for kind, ident, rev in items:
+        print(f"{kind:9s} {ident}" + (f"@{rev}" if rev else ""))
+    if not items:
+        print("nothing to fetch (local pair and no hub benchmarks)")
+    for root in MIRROR:
+        print(f"mirror    every dataset above, written to {root} (eval.data_root={root})")
+    if OmegaConf.select(cfg, "dry_run", default=False) or not items:
+        return
+    fetch(items)
+    print("done: the HF cache now holds everything above; copy HF_HOME to offline nodes")
+    for root in MIRROR:
+        for repo in write_mirror(cfg.eval, root):
+            print(f"wrote {root / repo}")
+        print(f"done: offline nodes read it with eval.data_root={root}")
+
+
+def cli() -> None:
+    """Take `--mirror DIR` from the command line, then run the Hydra entry point."""
+    MIRROR.extend(p for p in [pop_mirror(sys.argv)] if p is not None)
+    main()
 
 
 if __name__ == "__main__":
-    MIRROR.extend(p for p in [pop_mirror(sys.argv)] if p is not None)
-    main()
+    from harness.cli import run_main
+
+    run_main(cli)
