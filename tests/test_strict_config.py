@@ -115,3 +115,19 @@ def test_the_command_line_refuses_before_any_merge_in_one_line(tmp_path, args, s
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], proc.stderr
     assert not (tmp_path / "results" / "merges").exists()
+
+
+def test_a_selection_checks_every_grid_point_before_running_one(hydra_conf, tmp_path,
+                                                                  monkeypatch):
+    from harness.selection import run_selection
+
+    monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path))
+    overrides = ["+experiment=micro_select", "~selection.grids",
+                 "+selection.grids={base:{},task_arithmetic:{scael:[0.3]},"
+                 "model_soup:{alpha:[0.5,2]}}"]
+    with pytest.raises(ConfigError) as caught:
+        run_selection(compose("config", overrides=overrides), overrides)
+    message = str(caught.value)
+    assert "2 point(s) are invalid" in message and "did you mean method.params.scale?" in message
+    assert "alpha=2 is out of range" in message
+    assert not any(tmp_path.iterdir())  # nothing ran
