@@ -110,17 +110,21 @@ def user_error(err: BaseException, elsewhere: str = HYDRA_ELSEWHERE) -> tuple[st
 
 
 _DEFERRED: list[Exception] = []  # raised inside a Hydra task function, raised again by run_main
+_RUNNING: list[bool] = []  # non-empty while run_main runs (a submitit job never calls it)
 
 
 def defer_errors(task: Callable) -> Callable:
     """Wrap a Hydra task function (under `@hydra.main`): its exception is raised again by
-    `run_main` once Hydra has returned, so Hydra adds no report of its own."""
+    `run_main` once Hydra has returned, so Hydra adds no report of its own. Outside `run_main`
+    (a job of Hydra's SLURM launcher, a test calling the function) the error is raised as is."""
 
     @functools.wraps(task)
     def wrapper(cfg):
         try:
             return task(cfg)
         except Exception as err:
+            if not _RUNNING:
+                raise
             _DEFERRED.append(err)
             return None
 
@@ -133,6 +137,7 @@ def run_main(main: Callable[[], int | None], elsewhere: str = HYDRA_ELSEWHERE) -
     directories after a file-system error."""
     # Hydra would print its own multi-line report and a traceback; it raises instead, to us
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    _RUNNING.append(True)
     try:
         code = main()
         if _DEFERRED:
