@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness.errors import HarnessError
+from harness.cli import defer_errors
+from harness.errors import ConfigError, HarnessError
 
 log = logging.getLogger("harness.analyze")
 
@@ -58,6 +59,22 @@ def layer_groups(base_dir: Path, tuned_dir: Path):
     for layer in sorted(layers):
         yield layer, {r: (base.get(bn).float(), tuned.get(tn).float())
                       for r, (bn, tn) in layers[layer].items()}
+
+
+def check_fit(base_dir: Path, tuned_dir: Path) -> None:
+    """CheckpointError unless the tuned model's language model fits the base (the merge
+    engine's own check: names, shapes, layer count)."""
+    from harness.models.checkpoint import CheckpointReader
+    from harness.models.keymap import detect_layout, plan_tensors
+    from harness.models.pair import read_config
+
+    base, tuned = CheckpointReader(base_dir), CheckpointReader(tuned_dir)
+    names = tuned.names()
+    base_names = set(base.names())
+    tied = (bool(read_config(base_dir).get("tie_word_embeddings", False))
+            or "lm_head.weight" not in base_names)
+    plan_tensors(base_names, base.shape, names, tuned.shape, detect_layout(names, str(tuned_dir)),
+                 tied, f"base {base_dir}, tuned {tuned_dir}")
 
 
 def analyze_pair(base_dir: Path, tuned_dir: Path, ratio: float) -> tuple[pd.DataFrame,
@@ -117,22 +134,23 @@ def plot(stats: pd.DataFrame, scores: pd.DataFrame, out: Path) -> list[Path]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@defer_errors
 def main(cfg: DictConfig) -> None:
     """Analyse the pair of `cfg.pair` (no merge)."""
     from harness.pairs import resolve_pair
     from harness.tracking import wandb_mode
 
-    try:
-        pair = resolve_pair(cfg.pair, cfg.paths)
-        from harness.merge.registry import default_params, get_method
+    pair = resolve_pair(cfg.pair, cfg.paths)
+    from harness.merge.registry import default_params, get_method
 
-        ratio = float(OmegaConf.select(cfg, "analyze.ratio", default=None)
-                      or OmegaConf.select(cfg, "method.params.ratio", default=None)
-                      or default_params(get_method("neuron_fusion"))["ratio"])
-        stats, scores = analyze_pair(pair.base, pair.mllm, ratio)
-    except HarnessError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    ratio = OmegaConf.select(cfg, "analyze.ratio", default=None)
+    ratio = OmegaConf.select(cfg, "method.params.ratio", default=None) if ratio is None else ratio
+    ratio = default_params(get_method("neuron_fusion"))["ratio"] if ratio is None else ratio
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+        raise ConfigError(f"analyze.ratio={ratio}: the share of neurons located per group must "
+                          f"be a number in (0, 1]")
+    check_fit(pair.base, pair.mllm)
+    stats, scores = analyze_pair(pair.base, pair.mllm, float(ratio))
     out = Path(cfg.paths.results) / "analysis" / pair.name
     out.mkdir(parents=True, exist_ok=True)
     stats.to_csv(out / "neurons.csv", index=False, float_format="%.6g")
@@ -160,5 +178,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from harness.cli import run_main
+
     sys.argv.append("hydra/help=analyze")  # this command's own --help page
-    main()
+    run_main(main)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from harness import paths
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError
 from harness.merge.buffers import MEMORY_MB
 from harness.merge.engine import pick_device
 from harness.merge.registry import TUNED, get_method, register
@@ -369,24 +369,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--kernels", default="auto", choices=("auto", "torch"),
                    help="merge.kernels of the harness's merges (torch: without the accelerator)")
     a = p.parse_args(argv)
+    for flag, value, least in (("--reps", a.reps, 1), ("--mergekit-reps", a.mergekit_reps, 0),
+                               ("--memory-mb", a.memory_mb, 1)):
+        if value < least:
+            p.error(f"{flag} {value}: must be at least {least}")
     t = time.perf_counter()
     sizes, methods = a.sizes.split(","), a.methods.split(",")
-    try:
-        for size in sizes:
-            if size not in SIZES:
-                raise ConfigError(f"--sizes: unknown size {size!r}; choose from "
-                                  f"{', '.join(SIZES)}")
-        for method in methods:
-            get_method(method)  # ConfigError naming the valid methods
-        pick_device(a.device)  # cuda without a GPU: ConfigError
-        for size in sizes:
-            bench(size, a.reps, methods, a.mergekit, a.cache, a.results, a.device,
-                  a.memory_mb, a.mergekit_reps, a.kernels)
-    except HarnessError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    for size in sizes:
+        if size not in SIZES:
+            raise ConfigError(f"--sizes: unknown size {size!r}; choose from {', '.join(SIZES)}")
+    for method in methods:
+        get_method(method)  # ConfigError naming the valid methods
+    pick_device(a.device)  # cuda without a GPU: ConfigError
+    for size in sizes:
+        bench(size, a.reps, methods, a.mergekit, a.cache, a.results, a.device,
+              a.memory_mb, a.mergekit_reps, a.kernels)
     print(f"bench done in {time.perf_counter() - t:.0f} s; tables in {a.results}")
 
 
 if __name__ == "__main__":
-    main()
+    from harness.cli import run_main
+
+    run_main(main, elsewhere="--results DIR and --cache DIR")

@@ -20,3 +20,7 @@ class MergeError(HarnessError):
 
 class EvalError(HarnessError):
     """An evaluator failed, or silently produced an invalid result."""
+
+
+class UsageError(ConfigError):
+    """A command-line option is invalid (entry points exit with code 2, as argparse does)."""

@@ -15,6 +15,7 @@ a README declaring its configs and splits, parquet files), which offline nodes r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -25,7 +26,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from harness.errors import HarnessError
+from harness.cli import defer_errors
+from harness.errors import HarnessError, UsageError
 from harness.models.hub_files import human_size, select_files
 
 log = logging.getLogger("harness.prefetch")
@@ -158,7 +160,8 @@ def write_mirror(eval_cfg, root: Path) -> list[str]:
 
     from harness.eval import task_managers
     from harness.eval.local_tasks import render_task_dirs
-    from harness.eval.mirror import suite_data_needs, write_repo
+    from harness.eval.mirror import (datasets_cache, mirror_cache_dir, suite_data_needs,
+                                     write_repo)
     from harness.eval.suite import load_benchmarks, task_paths
 
     benches = load_benchmarks(eval_cfg)
@@ -171,7 +174,11 @@ def write_mirror(eval_cfg, root: Path) -> list[str]:
         name = need.config or "default"
         if name not in configs:
             log.info("dataset %s (%s)", need.path, name)
-            configs[name] = dict(load_dataset(need.path, need.config))
+            # a source folder (a mirror as working directory) gets a datasets cache of its own
+            source = Path(need.path)
+            with (datasets_cache(mirror_cache_dir(source)) if source.is_dir()
+                  else contextlib.nullcontext()):
+                configs[name] = dict(load_dataset(need.path, need.config))
     for path, configs in repos.items():
         write_repo(root, path, configs)
     return sorted(repos)
@@ -182,7 +189,7 @@ def pop_mirror(argv: list[str]) -> Path | None:
     for i, arg in enumerate(argv):
         if arg == "--mirror":
             if i + 1 >= len(argv):
-                raise SystemExit("error: --mirror needs a directory: --mirror DIR")
+                raise UsageError("--mirror needs a directory: --mirror DIR")
             value = argv[i + 1]
             del argv[i:i + 2]
             return Path(value).expanduser().resolve()
@@ -196,32 +203,36 @@ MIRROR: list[Path] = []  # the --mirror directory, taken from argv before Hydra 
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@defer_errors
 def main(cfg: DictConfig) -> None:
     """Print the plan; fetch it unless `+dry_run=true`."""
     for name in ("httpx", "httpx2"):  # one INFO line per hub request would bury the plan
         logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        items = plan(cfg)
-        models = choose_model_files(items)
-        print_plan(items, models)
-        if not items:
-            print("nothing to fetch (local pair and no hub benchmarks)")
-        for root in MIRROR:
-            print(f"mirror    every dataset above, written to {root} (eval.data_root={root})")
-        if OmegaConf.select(cfg, "dry_run", default=False) or not items:
-            return
-        fetch(items, models)
-        print("done: the HF cache now holds everything above; copy HF_HOME to offline nodes")
-        for root in MIRROR:
-            for repo in write_mirror(cfg.eval, root):
-                print(f"wrote {root / repo}")
-            print(f"done: offline nodes read it with eval.data_root={root}")
-    except HarnessError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    items = plan(cfg)
+    models = choose_model_files(items)
+    print_plan(items, models)
+    if not items:
+        print("nothing to fetch (local pair and no hub benchmarks)")
+    for root in MIRROR:
+        print(f"mirror    every dataset above, written to {root} (eval.data_root={root})")
+    if OmegaConf.select(cfg, "dry_run", default=False) or not items:
+        return
+    fetch(items, models)
+    print("done: the HF cache now holds everything above; copy HF_HOME to offline nodes")
+    for root in MIRROR:
+        for repo in write_mirror(cfg.eval, root):
+            print(f"wrote {root / repo}")
+        print(f"done: offline nodes read it with eval.data_root={root}")
+
+
+def cli() -> None:
+    """Take `--mirror DIR` from the command line, then run the Hydra entry point."""
+    MIRROR.extend(p for p in [pop_mirror(sys.argv)] if p is not None)
+    main()
 
 
 if __name__ == "__main__":
+    from harness.cli import run_main
+
     sys.argv.append("hydra/help=prefetch")  # this command's own --help page
-    MIRROR.extend(p for p in [pop_mirror(sys.argv)] if p is not None)
-    main()
+    run_main(cli)

@@ -117,11 +117,16 @@ def run_id_of(ident: dict) -> str:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to `path` via a temporary file in the same directory and an atomic rename."""
+    """Write JSON to `path` via a temporary file in the same directory and an atomic rename.
+    The file gets the mode of any file the user creates (0666 less the umask): mkstemp's 0600
+    would hide the record from the teammates sharing a results directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        mask = os.umask(0o022)  # reading the umask means setting it; put back at once
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
         with os.fdopen(fd, "w") as fh:
             json.dump(obj, fh, indent=2, sort_keys=False, default=str)
             fh.flush()

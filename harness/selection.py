@@ -39,6 +39,20 @@ def _point(overrides: list[str], method: str, params: dict, suite: str | None) -
     return compose("config", overrides=[*overrides, *extra, *([f"eval={suite}"] if suite else [])])
 
 
+def _point_problems(overrides: list[str], method: str, params: dict, suite: str) -> str:
+    """Why a point cannot run, in one line ('' when it can)."""
+    from harness.cli import user_error
+    from harness.config_check import config_problems
+
+    try:
+        return "; ".join(config_problems(_point(overrides, method, params, suite)))
+    except Exception as err:  # a parameter the method's config file lacks does not compose
+        found = user_error(err)
+        if found is None:
+            raise
+        return found[0]
+
+
 def run_selection(cfg: DictConfig, overrides: list[str]) -> dict[str, dict]:
     """Run the grids on the validation suite, the chosen points on the test suite, and write the
     tables; returns {method: chosen params}. `overrides` are the command line's."""
@@ -55,6 +69,11 @@ def run_selection(cfg: DictConfig, overrides: list[str]) -> dict[str, dict]:
                           f"eval=micro")
     grids = OmegaConf.to_container(cfg.selection.grids, resolve=True)
     points = [(m, p) for m, grid in grids.items() for p in grid_points(grid)]
+    invalid = [f"{m} {p}: {why}" for m, p in points
+               if (why := _point_problems(overrides, m, p, validation))]
+    if invalid:  # every point is checked before the first one runs
+        raise ConfigError(f"selection.grids: {len(invalid)} point(s) are invalid: "
+                          + " | ".join(invalid))
     log.info("selection: %d points on %s, then each method's best on %s", len(points),
              validation, cfg.eval.name)
     val_records = []

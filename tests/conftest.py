@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
-import pytest
+# Before anything imports `datasets` (it reads its cache location once, at import): the tests
+# never read or write the user's HF caches, so a dataset cached there cannot leak into a test.
+_HF_HOME = tempfile.mkdtemp(prefix="harness-tests-hf-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_HF_HOME, "datasets")
+os.environ.pop("LMMS_EVAL_DATASETS_CACHE", None)
 
-import harness  # noqa: F401  (first: pins the portable CPU kernels before torch computes)
+import pytest  # noqa: E402
+
+import harness  # noqa: E402,F401  (first of the harness: pins the portable CPU kernels)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

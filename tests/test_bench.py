@@ -69,7 +69,10 @@ def test_mergekit_that_cannot_be_installed_is_a_clear_error(tmp_path, monkeypatc
     (["--methods", "tie"], "unknown merge method 'tie'"),
     (["--device", "gpu"], "merge.device='gpu' is not valid")])
 def test_bad_bench_arguments_name_the_option(args, message, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--cache", str(tmp_path), "--results", str(tmp_path / "results")])
+    from harness.cli import run_main
+
+    with pytest.raises(SystemExit) as exit_info:  # as `python -m harness.bench` runs it
+        run_main(lambda: main([*args, "--cache", str(tmp_path), "--results",
+                               str(tmp_path / "results")]))
     assert exit_info.value.code == 1 and message in capsys.readouterr().err
     assert not (tmp_path / "bench").exists()  # nothing built

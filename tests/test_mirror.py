@@ -79,7 +79,6 @@ def test_prefetch_mirror_rewrites_what_datasets_loads(tmp_path, monkeypatch):
     source = tmp_path / "source"
     write_repo(source, "openai/gsm8k", {"main": {"test": _rows(2), "train": _rows(5)}})
     monkeypatch.chdir(source)
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     eval_cfg = OmegaConf.create({"name": "g", "task_paths": [], "benchmarks": {
         "gsm8k": {"suite": "language", "tool": "lm-eval", "task": "gsm8k",
                   "metric": "exact_match", "columns": ["question", "answer"]}}})
@@ -87,7 +86,8 @@ def test_prefetch_mirror_rewrites_what_datasets_loads(tmp_path, monkeypatch):
     assert write_mirror(eval_cfg, out) == ["openai/gsm8k"]
     from datasets import load_dataset
 
-    copy = load_dataset(str(out / "openai/gsm8k"), "main")
+    # a cache of its own: the session's may hold another gsm8k under the same key
+    copy = load_dataset(str(out / "openai/gsm8k"), "main", cache_dir=str(tmp_path / "cache"))
     assert copy["train"]["answer"] == _rows(5)["answer"] and len(copy["test"]) == 2
     argv = ["prog", "eval=paper13", "--mirror", str(out)]
     assert pop_mirror(argv) == out.resolve() and argv == ["prog", "eval=paper13"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from harness.errors import EvalError
 from harness.eval.dtype import eval_dtype
 from harness.eval.failures import check_generations, tool_error
-from harness.eval.mirror import working_directory
+from harness.eval.mirror import in_mirror
 from harness.eval.scores import score_entry
 from harness.eval.suite import Benchmark, check_known_tasks
 
@@ -88,7 +88,7 @@ def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, manager,
         tasks = sorted({b.task for b in group})
         log.info("lm-eval: %s (%d-shot) on %s", ", ".join(tasks), shots, llm_dir)
         try:
-            with working_directory(data_root):
+            with in_mirror(data_root):
                 res = simple_evaluate(
                     model=backend, model_args=model_args, tasks=tasks, num_fewshot=shots,
                     batch_size=eval_cfg.get("batch_size", 8), limit=eval_cfg.get("limit"),

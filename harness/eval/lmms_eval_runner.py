@@ -16,7 +16,7 @@ from harness.eval.answers import guard_answers
 from harness.eval.dtype import eval_dtype
 from harness.eval.failures import check_generations, short, tool_error
 from harness.eval.lm_eval_runner import _dump, _write_samples
-from harness.eval.mirror import working_directory
+from harness.eval.mirror import in_mirror
 from harness.eval.scores import score_entry
 from harness.eval.suite import Benchmark, check_known_tasks
 from harness.eval.workers import modules_by_name
@@ -58,9 +58,10 @@ def _evaluate_task(lm, task: str, manager, eval_cfg, device: str, seed: int,
     max_new = eval_cfg.get("max_new_tokens")
     cli_args = argparse.Namespace(output_path=str(out_dir), process_with_media=True)
     try:
-        # the mirror as working directory: every load_dataset of the task finds it (mirror.py);
-        # modules_by_name: the task's worker processes get modules by name (workers.py)
-        with working_directory(data_root), modules_by_name():
+        # the mirror as working directory and datasets cache: every load_dataset of the task
+        # finds it (mirror.py); modules_by_name: the task's worker processes get modules by
+        # name (workers.py)
+        with in_mirror(data_root), modules_by_name():
             res = simple_evaluate(model=lm, tasks=[task], batch_size=1,
                                   limit=eval_cfg.get("limit"), device=device,
                                   task_manager=manager, log_samples=True, random_seed=seed,

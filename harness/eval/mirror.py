@@ -11,6 +11,11 @@ hub, so every `load_dataset` call of a task finds the mirror, including calls in
 code (GQA's `process_docs` loads its images by a hard-coded id). Model, output and cache paths are
 made absolute before the directory changes.
 
+`datasets` caches what it loads under a key that does not say which folder it came from, so
+each mirror gets a datasets cache of its own (`in_mirror`): `<HF_DATASETS_CACHE>/harness_mirrors/
+<mirror digest>-<stamp of the files' modification times>`. A run inside mirror B never sees rows
+cached from mirror A, nor from an earlier state of B.
+
 Before any model loads, `check_mirror` compares the mirror with what each task reads: the repo
 folder, the config (`dataset_name`), every split the task names, and the columns the suite file
 declares for the benchmark (`columns`, and `extra_data` for data a task's code loads itself). Any
@@ -32,6 +37,8 @@ import yaml
 from harness.errors import EvalError
 from harness.eval.suite import Benchmark
 
+# read at call time: `datasets` (through datasets.config), lmms-eval (its own cache_dir argument)
+CACHE_ENV = ("HF_DATASETS_CACHE", "LMMS_EVAL_DATASETS_CACHE")
 SPLIT_KEYS = ("test_split", "validation_split", "training_split", "fewshot_split")
 # packaged `datasets` builders: a task naming one reads local files, not a hub dataset
 DATA_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas", "imagefolder",
@@ -271,3 +278,57 @@ def working_directory(path: Path | None) -> Iterator[None]:
         yield
     finally:
         os.chdir(before)
+
+
+def files_stamp(root: Path) -> str:
+    """A short hash of the relative name and modification time of every file under `root`."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(root).rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            digest.update(f"{rel}\0{path.stat().st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:12]
+
+
+def mirror_cache_dir(root: Path) -> Path:
+    """The datasets cache of the mirror (or dataset folder) `root`: keyed by its digest and by
+    its files' modification times, under the current datasets cache."""
+    import datasets.config
+
+    base = Path(datasets.config.HF_DATASETS_CACHE)
+    return base / "harness_mirrors" / f"{mirror_digest(root)}-{files_stamp(root)}"
+
+
+@contextlib.contextmanager
+def datasets_cache(cache: Path) -> Iterator[Path]:
+    """`datasets` (and lmms-eval) read and write their dataset cache in `cache` for the block.
+    datasets.config reads HF_DATASETS_CACHE once, when `datasets` is imported; its attribute is
+    what `load_dataset` consults, so that is what changes here (the variables too, for
+    lmms-eval, which reads them itself)."""
+    import datasets.config
+
+    before = datasets.config.HF_DATASETS_CACHE
+    env = {name: os.environ.get(name) for name in CACHE_ENV}
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    datasets.config.HF_DATASETS_CACHE = Path(cache)
+    os.environ.update({name: str(cache) for name in CACHE_ENV})
+    try:
+        yield Path(cache)
+    finally:
+        datasets.config.HF_DATASETS_CACHE = before
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def in_mirror(root: Path | None) -> Iterator[None]:
+    """Run the block with the mirror `root` as working directory and a datasets cache of its
+    own (`mirror_cache_dir`); nothing changes when `root` is None."""
+    if root is None:
+        yield
+        return
+    with datasets_cache(mirror_cache_dir(root)), working_directory(root):
+        yield

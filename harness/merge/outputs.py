@@ -30,8 +30,10 @@ def check_free_disk(directory: Path, needed_bytes: int) -> None:
     margin = 64 * 1024 * 1024
     if free < needed_bytes * 1.02 + margin:
         raise MergeError(f"not enough free disk in {directory}: the merge needs about "
-                         f"{needed_bytes / 1e9:.2f} GB, {free / 1e9:.2f} GB are free. Free space "
-                         f"or point paths.merges elsewhere.")
+                         f"{(needed_bytes * 1.02 + margin) / 1e9:.2f} GB (outputs "
+                         f"{needed_bytes / 1e9:.2f} GB, plus 2 % and 64 MB of margin), "
+                         f"{free / 1e9:.2f} GB are free. Free space or point paths.merges "
+                         f"elsewhere.")
 
 
 def _is_weight(path: Path) -> bool:

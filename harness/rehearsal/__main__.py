@@ -4,7 +4,6 @@ and print one line per repository written."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -34,4 +33,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from harness.cli import run_main
+
+    run_main(main, elsewhere="--out DIR")

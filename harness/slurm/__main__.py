@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
-import sys
 from pathlib import Path
 
-from harness.errors import HarnessError
 
 log = logging.getLogger("harness.slurm")
 
@@ -98,12 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; user errors print one line and exit 1."""
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     args = _parser().parse_args(argv)
-    try:
-        return cmd_submit(args) if args.command == "submit" else cmd_status(args)
-    except HarnessError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    return cmd_submit(args) if args.command == "submit" else cmd_status(args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from harness.cli import HYDRA_ELSEWHERE, run_main
+
+    run_main(main, elsewhere=HYDRA_ELSEWHERE)

@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness import records
+from harness.config_check import config_problems
 from harness.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def expand(argv: list[str], config_dir: Path = CONF_DIR) -> Sweep:
                            if _key_of(parser.parse_override(o)) not in TASK_HYDRA_KEYS]
         resources = OmegaConf.to_container(master.get("slurm") or {}, resolve=True)
         experiment = str(master.get("experiment_name", "adhoc"))
-        points = []
+        points, invalid = [], []
         for index, job in enumerate(_job_overrides(master, parser)):
             try:
                 cfg = config_loader.load_configuration(
@@ -160,6 +161,10 @@ def expand(argv: list[str], config_dir: Path = CONF_DIR) -> Sweep:
             except HydraException as err:
                 raise ConfigError(f"sweep point {index} ({' '.join(job)}) does not compose: "
                                   f"{err}") from err
+            problems = config_problems(cfg)  # every point is checked before any is submitted
+            if problems:
+                invalid.append(f"#{index} {' '.join(job)}: {'; '.join(problems)}")
+                continue
             run_id, merge_id = records.run_id(cfg), records.merge_id(cfg)
             run_dir = Path(cfg.paths.runs) / run_id
             merge_dir = Path(cfg.paths.merges) / merge_id
@@ -169,6 +174,9 @@ def expand(argv: list[str], config_dir: Path = CONF_DIR) -> Sweep:
                 stage=str(cfg.stage), result_dir=str(run_dir), merge_dir=str(merge_dir),
                 complete=_is_complete(cfg, run_dir, merge_dir)))
     GlobalHydra.instance().clear()
+    if invalid:
+        raise ConfigError(f"{len(invalid)} sweep point(s) are invalid, nothing was submitted: "
+                          + " | ".join(invalid))
     log.info("sweep %s: %d points, %d complete", experiment, len(points),
              sum(p.complete for p in points))
     return Sweep(points=points, resources=resources, experiment=experiment, argv=list(argv),

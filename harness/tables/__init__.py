@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="a local causal LM that classifies the wrong answers of the "
                              "generation analysis instead of the rules (docs/generation.md)")
     args = parser.parse_args(argv)
+    if args.judge is not None and not (Path(args.judge) / "config.json").is_file():
+        parser.error(f"--judge {args.judge}: not a model directory (no config.json in it); give "
+                     f"the folder of a local causal LM, or leave --judge out to use the rules")
+    if args.results.exists() and not args.results.is_dir():
+        parser.error(f"--results {args.results}: not a directory; give the results folder "
+                     f"(the one holding runs/)")
     files = build_tables(args.results, plots=not args.no_plots, select=args.select,
                          judge=args.judge)
     for f in files:

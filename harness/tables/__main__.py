@@ -1,5 +1,6 @@
 """`python -m harness.tables` (= `make tables`)."""
 
+from harness.cli import run_main
 from harness.tables import main
 
-main()
+run_main(main, elsewhere="--results DIR")
