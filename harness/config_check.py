@@ -81,6 +81,8 @@ def _params_problems(method: str, params: dict) -> list[str]:
             hint = f"; did you mean {best}?" if best else ""
             problems.append(f"unknown configuration key {path}: method {method} has the "
                             f"parameters {', '.join(rules) or '(none)'}{hint}")
+        elif value is None:  # null: the dataclass's default (conf/method leaves every one null)
+            continue
         elif (problem := rules[key].problem(value)) is not None:
             problems.append(_bad(path, value, problem))
     if not problems:
