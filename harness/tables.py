@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from harness.cost_table import build_cost_tables
 from harness.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -407,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     files = build_tables(args.results, plots=not args.no_plots, select=args.select,
                          judge=args.judge)
+    files += build_cost_tables(args.results)
     for f in files:
         print(f"wrote {f}")
 

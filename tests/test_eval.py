@@ -53,12 +53,30 @@ def test_record_holds_real_scores_from_both_tools(smoke_run):
         assert key in rec
     run = path.parent
     assert (run / "lm_eval" / "samples_harness_smoke_mc.jsonl").is_file()
-    assert (run / "lm_eval" / "results_0shot.json").is_file()
+    assert (run / "lm_eval" / "results_0shot_harness_smoke_mc.json").is_file()
     assert (run / "lmms_eval" / "samples_harness_smoke_color.jsonl").is_file()
-    assert (run / "lmms_eval" / "results.json").is_file()
+    assert (run / "lmms_eval" / "results_harness_smoke_color.json").is_file()
     first = json.loads((run / "lm_eval" / "samples_harness_smoke_gen.jsonl").read_text()
                        .splitlines()[0])
     assert "resps" in first and "doc" in first
+
+
+def test_record_holds_the_cost_of_each_benchmark(smoke_run):
+    """Each benchmark's own tool call is timed; its requests are those in its sample log."""
+    results, _ = smoke_run
+    (path,) = _records(results)
+    rec = json.loads(path.read_text())
+    cost = rec["cost"]
+    assert set(cost) == set(rec["scores"])
+    # 4 docs each: smoke_mc asks 3 log-likelihoods per doc, the generative tasks one generation
+    assert {b: (c["docs"], c["requests"]) for b, c in cost.items()} == {
+        "smoke_mc": (4, 12), "smoke_gen": (4, 4), "smoke_color": (4, 4)}
+    for bench, c in cost.items():
+        assert c["seconds"] > 0 and c["requests_per_s"] == pytest.approx(
+            c["requests"] / c["seconds"], rel=1e-2)
+        assert c["device"] == "cpu" and c["dtype"] == "float32"
+    assert cost["smoke_mc"]["batch_size"] == rec["config"]["eval"]["batch_size"]
+    assert cost["smoke_color"]["batch_size"] == 1 and cost["smoke_color"]["tool"] == "lmms-eval"
 
 
 def test_complete_run_is_skipped_and_force_reruns(smoke_run):

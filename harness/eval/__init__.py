@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from harness.errors import EvalError
+from harness.eval.cost import cost_entry, leaves_of
 from harness.eval.local_tasks import render_task_dirs
 from harness.eval.mirror import check_mirror, suite_data_needs
 from harness.eval.suite import data_root, load_benchmarks, task_paths
@@ -42,8 +44,10 @@ def task_managers(benches, task_dirs: list[Path]) -> dict:
             for tool, runner in runners.items() if any(b.tool == tool for b in benches)}
 
 
-def evaluate(eval_cfg, llm_dir: Path, mllm_dir: Path | None, run_dir: Path, seed: int = 0) -> dict:
+def evaluate(eval_cfg, llm_dir: Path, mllm_dir: Path | None, run_dir: Path, seed: int = 0,
+             cost: dict | None = None) -> dict:
     """Score every benchmark of the suite; return benchmark → score entry (see scores.py).
+    A `cost` dict receives benchmark → cost entry (seconds, requests, ...: cost.py).
 
     With `eval.data_root` the tasks read their datasets from that local mirror (mirror.py).
     Raises EvalError on any failure, including silent ones (empty generations) and data the
@@ -73,13 +77,22 @@ def evaluate(eval_cfg, llm_dir: Path, mllm_dir: Path | None, run_dir: Path, seed
     managers = task_managers(benches, task_dirs)
     if root is not None:
         check_mirror(root, suite_data_needs(benches, managers), eval_cfg.name)
-    scores = {}
-    if language:
-        cache = lm_eval_runner.cache_dir(llm_dir, eval_cfg)
-        scores.update(lm_eval_runner.run_lm_eval(language, llm_dir, run_dir, managers["lm-eval"],
-                                                 eval_cfg, device, seed, cache, root))
-    if vision:
-        scores.update(lmms_eval_runner.run_lmms_eval(vision, mllm_dir, run_dir,
-                                                     managers["lmms-eval"], eval_cfg, device,
-                                                     seed, root))
+    scores, costs = {}, {}
+    cache = lm_eval_runner.cache_dir(llm_dir, eval_cfg) if language else None
+    # one tool call per benchmark, so that each benchmark's seconds are its own (cost.py)
+    for b in language + vision:
+        start = time.perf_counter()
+        if b.tool == "lm-eval":
+            model_dir = llm_dir
+            scores.update(lm_eval_runner.run_lm_eval([b], llm_dir, run_dir, managers["lm-eval"],
+                                                     eval_cfg, device, seed, cache, root))
+        else:
+            model_dir = mllm_dir
+            scores.update(lmms_eval_runner.run_lmms_eval([b], mllm_dir, run_dir,
+                                                         managers["lmms-eval"], eval_cfg,
+                                                         device, seed, root))
+        costs[b.name] = cost_entry(b, time.perf_counter() - start, run_dir,
+                                   leaves_of(b, run_dir), eval_cfg, device, model_dir)
+    if cost is not None:
+        cost.update({b.name: costs[b.name] for b in benches})
     return {b.name: scores[b.name] for b in benches}

@@ -37,6 +37,11 @@ def cache_dir(llm_dir: Path, eval_cfg) -> Path:
     return Path(llm_dir).parent / "eval_cache" / f"{backend}-{dtype}"
 
 
+def results_path(out_dir: Path, shots: int, tasks: list[str]) -> Path:
+    """Where one lm-eval call's result dict is dumped (one call per benchmark: harness.eval)."""
+    return Path(out_dir) / f"results_{shots}shot_{'+'.join(sorted(tasks))}.json"
+
+
 def leaf_tasks(res: dict, task: str) -> list[str]:
     """The leaf tasks a task or group of lm-eval's result dict stands for (itself if a leaf)."""
     subtasks = res.get("group_subtasks", {}).get(task)
@@ -104,7 +109,7 @@ def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, manager,
         if res is None:
             raise EvalError(f"lm-eval returned no result for {', '.join(tasks)}")
         samples = res.pop("samples", {})
-        _dump(res, out_dir / f"results_{shots}shot.json")
+        _dump(res, results_path(out_dir, shots, tasks))
         _write_samples(samples, out_dir)
         for b in group:
             empty = n = 0

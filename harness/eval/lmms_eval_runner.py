@@ -71,7 +71,7 @@ def run_lmms_eval(benches: list[Benchmark], mllm_dir: Path, run_dir: Path, manag
         raise EvalError(f"lmms-eval returned no result for {', '.join(tasks)}"
                         + (f"; it logged: {errors[0]}" if errors else ""))
     samples = res.pop("samples", {})
-    _dump(res, out_dir / "results.json")
+    _dump(res, out_dir / f"results_{'+'.join(tasks)}.json")
     _write_samples(samples, out_dir)
     gen_errors = [e for e in errors if "generat" in e.lower()]
     scores = {}
