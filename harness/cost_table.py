@@ -82,9 +82,9 @@ def write_cost_tables(records: list[dict], out: Path) -> list[Path]:
         table = cost_table(part, order)
         without = sum(1 for r in records if r.get("pair") == pair
                       and r.get("eval_suite") == suite and not r.get("cost"))
-        notes = ["Seconds: wall time of the benchmark's own tool call (model load, requests, "
-                 "scoring), median over the runs; requests: model requests (log-likelihoods "
-                 "or generations) of one run."]
+        notes = [("Seconds: wall time of the benchmark's own tool call (model load, requests, "
+                  "scoring), median over the runs; requests: model requests (log-likelihoods "
+                  "or generations) of one run.")]
         if without:
             notes.append(f"{without} record(s) without cost information are not counted.")
         stem = out / f"cost_{pair}_{suite}"

@@ -71,7 +71,7 @@ def test_record_holds_the_cost_of_each_benchmark(smoke_run):
     # 4 docs each: smoke_mc asks 3 log-likelihoods per doc, the generative tasks one generation
     assert {b: (c["docs"], c["requests"]) for b, c in cost.items()} == {
         "smoke_mc": (4, 12), "smoke_gen": (4, 4), "smoke_color": (4, 4)}
-    for bench, c in cost.items():
+    for c in cost.values():
         assert c["seconds"] > 0 and c["requests_per_s"] == pytest.approx(
             c["requests"] / c["seconds"], rel=1e-2)
         assert c["device"] == "cpu" and c["dtype"] == "float32"

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 
 from harness.errors import EvalError
-from harness.eval.cost import cost_entry, leaves_of
+from harness.eval.calls import run_benchmark
 from harness.eval.local_tasks import render_task_dirs
 from harness.eval.mirror import check_mirror, suite_data_needs
 from harness.eval.suite import data_root, load_benchmarks, task_paths
@@ -71,28 +70,15 @@ def evaluate(eval_cfg, llm_dir: Path, mllm_dir: Path | None, run_dir: Path, seed
         raise EvalError(f"eval={eval_cfg.name} has visual benchmarks "
                         f"({', '.join(b.name for b in vision)}) but the tuned model is not "
                         f"multimodal, so there is no out/mllm to evaluate")
-    from harness.eval import lm_eval_runner, lmms_eval_runner
-
     # every task and every dataset is checked before the first model loads
     managers = task_managers(benches, task_dirs)
     if root is not None:
         check_mirror(root, suite_data_needs(benches, managers), eval_cfg.name)
     scores, costs = {}, {}
-    cache = lm_eval_runner.cache_dir(llm_dir, eval_cfg) if language else None
     # one tool call per benchmark, so that each benchmark's seconds are its own (cost.py)
     for b in language + vision:
-        start = time.perf_counter()
-        if b.tool == "lm-eval":
-            model_dir = llm_dir
-            scores.update(lm_eval_runner.run_lm_eval([b], llm_dir, run_dir, managers["lm-eval"],
-                                                     eval_cfg, device, seed, cache, root))
-        else:
-            model_dir = mllm_dir
-            scores.update(lmms_eval_runner.run_lmms_eval([b], mllm_dir, run_dir,
-                                                         managers["lmms-eval"], eval_cfg,
-                                                         device, seed, root))
-        costs[b.name] = cost_entry(b, time.perf_counter() - start, run_dir,
-                                   leaves_of(b, run_dir), eval_cfg, device, model_dir)
+        scores[b.name], costs[b.name] = run_benchmark(b, eval_cfg, llm_dir, mllm_dir, run_dir,
+                                                      managers, device, seed, root)
     if cost is not None:
         cost.update({b.name: costs[b.name] for b in benches})
     return {b.name: scores[b.name] for b in benches}

@@ -99,7 +99,8 @@ def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, manager,
                     batch_size=eval_cfg.get("batch_size", 8), limit=eval_cfg.get("limit"),
                     task_manager=manager, log_samples=True, random_seed=seed,
                     numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-                    use_cache=str(cache_dir / f"lm_eval_{shots}shot"), gen_kwargs=gen_kwargs,
+                    use_cache=str(cache_dir / f"lm_eval_{shots}shot")
+                    if eval_cfg.get("request_cache", True) else None, gen_kwargs=gen_kwargs,
                     apply_chat_template=bool(eval_cfg.get("chat_template", False)),
                 )
         except EvalError:
