@@ -79,6 +79,26 @@ def test_record_holds_the_cost_of_each_benchmark(smoke_run):
     assert cost["smoke_color"]["batch_size"] == 1 and cost["smoke_color"]["tool"] == "lmms-eval"
 
 
+def test_two_processes_give_the_record_of_one(smoke_run, tmp_path):
+    """eval.gpus=2 on CPU: the benchmarks are split over two worker processes and merged into
+    a record of the same run id, scores and cost form."""
+    results, args = smoke_run
+    (one,) = _records(results)
+    proc = _harness(tmp_path, *args, "eval.gpus=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (two,) = _records(tmp_path)
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    assert a["run_id"] == b["run_id"]
+    assert a["scores"] == b["scores"]
+    assert list(a["cost"]) == list(b["cost"])
+    for bench in a["cost"]:
+        keep = ("docs", "requests", "device", "batch_size", "dtype", "tool")
+        assert {k: a["cost"][bench][k] for k in keep} == {k: b["cost"][bench][k] for k in keep}
+    assert sorted(p.name for p in two.parent.glob("_worker*.out.json")) == [
+        "_worker0.out.json", "_worker1.out.json"]
+    assert b["config"]["slurm"]["gpus"] == 2
+
+
 def test_complete_run_is_skipped_and_force_reruns(smoke_run):
     results, args = smoke_run
     (path,) = _records(results)

@@ -43,6 +43,24 @@ def task_managers(benches, task_dirs: list[Path]) -> dict:
             for tool, runner in runners.items() if any(b.tool == tool for b in benches)}
 
 
+def n_workers(eval_cfg, device: str) -> int:
+    """`eval.gpus`: processes the suite's benchmarks are spread over (ConfigError when invalid
+    or when the machine has fewer GPUs)."""
+    from harness.errors import ConfigError
+
+    n = eval_cfg.get("gpus", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"eval.gpus={n!r} is not valid; give the number of GPUs (processes) "
+                          f"to spread the benchmarks over, 1 or more")
+    if n > 1 and device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.device_count() < n:
+            raise ConfigError(f"eval.gpus={n} but {torch.cuda.device_count()} GPU(s) are "
+                              f"visible; lower eval.gpus or request more GPUs")
+    return n
+
+
 def evaluate(eval_cfg, llm_dir: Path, mllm_dir: Path | None, run_dir: Path, seed: int = 0,
              cost: dict | None = None) -> dict:
     """Score every benchmark of the suite; return benchmark → score entry (see scores.py).
@@ -75,10 +93,17 @@ def evaluate(eval_cfg, llm_dir: Path, mllm_dir: Path | None, run_dir: Path, seed
     if root is not None:
         check_mirror(root, suite_data_needs(benches, managers), eval_cfg.name)
     scores, costs = {}, {}
-    # one tool call per benchmark, so that each benchmark's seconds are its own (cost.py)
-    for b in language + vision:
-        scores[b.name], costs[b.name] = run_benchmark(b, eval_cfg, llm_dir, mllm_dir, run_dir,
-                                                      managers, device, seed, root)
+    workers = n_workers(eval_cfg, device)
+    if workers > 1:
+        from harness.eval.parallel import run_parallel
+
+        scores, costs = run_parallel(language + vision, eval_cfg, llm_dir, mllm_dir, run_dir,
+                                     device, seed, workers)
+    else:
+        # one tool call per benchmark, so that each benchmark's seconds are its own (cost.py)
+        for b in language + vision:
+            scores[b.name], costs[b.name] = run_benchmark(b, eval_cfg, llm_dir, mllm_dir,
+                                                          run_dir, managers, device, seed, root)
     if cost is not None:
         cost.update({b.name: costs[b.name] for b in benches})
     return {b.name: scores[b.name] for b in benches}
