@@ -209,7 +209,8 @@ def machine(device: str) -> str:
 
 
 def run_bench(overrides: list[str], docs_list: list[int], only: list[str] | None,
-              gen_cap: str, results: Path, command: str = "") -> list[dict]:
+              gen_cap: str, results: Path, command: str = "",
+              full_size: bool = False) -> list[dict]:
     """Measure and project one pair and suite; write the table; return its rows."""
     from harness import records
     from harness.eval import _device, offline_defaults, task_managers
@@ -237,23 +238,28 @@ def run_bench(overrides: list[str], docs_list: list[int], only: list[str] | None
     capped = gen_cap == "on" or (gen_cap == "auto" and twin)
     caps = (settings.get("answer_tokens") or {}) if capped else {}
     offline_defaults()
-    run(cfg)  # the merge (reused when complete)
-    merge_dir = (Path(cfg.paths.merges) / records.merge_id(cfg)).resolve()
-    mllm_dir = merge_dir / "mllm"
     device = _device(cfg.eval)
-    work = (Path(results) / "work" / f"{cfg.pair.name}_{cfg.eval.name}_{device}").resolve()
+    label = f"{cfg.pair.name}{'_full' if full_size else ''}_{cfg.eval.name}_{device}"
+    title = f"{cfg.pair.name}{' (full size)' if full_size else ''}, {cfg.eval.name}, {device}"
+    if full_size:
+        llm_dir, mllm_dir = full_twin_dirs(cfg, settings, device)
+    else:
+        run(cfg)  # the merge (reused when complete)
+        merge_dir = (Path(cfg.paths.merges) / records.merge_id(cfg)).resolve()
+        llm_dir, mllm_dir = merge_dir / "llm", merge_dir / "mllm"
+    work = (Path(results) / "work" / label).resolve()
     shutil.rmtree(work, ignore_errors=True)  # no sample log of an earlier bench is counted
     root = data_root(cfg.eval)
     managers = task_managers(benches, render_task_dirs(task_paths(cfg.eval), work / "_tasks"))
     if root is not None:
         check_mirror(root, suite_data_needs(benches, managers), cfg.eval.name)
     start = time.perf_counter()
-    measured = measure(cfg, benches, docs_list, caps, merge_dir / "llm",
+    measured = measure(cfg, benches, docs_list, caps, llm_dir,
                        mllm_dir if mllm_dir.is_dir() else None, work, managers)
     sizes = {b.name: full_docs(b, managers[b.tool], root, settings.get("full_docs") or {},
                                measured[b.name]) for b in benches}
     rows = project(benches, measured, sizes)
-    stem = Path(results) / f"eval_{cfg.pair.name}_{cfg.eval.name}_{device}"
+    stem = Path(results) / f"eval_{label}"
     notes = [(f"Machine: {machine(device)}. Pair {cfg.pair.name}, method {cfg.method.name}, "
               f"suite {cfg.eval.name}; measured in {time.perf_counter() - start:.0f} s with "
               f"`{command or 'python -m harness.bench eval ' + ' '.join(overrides)}`."),
@@ -262,13 +268,34 @@ def run_bench(overrides: list[str], docs_list: list[int], only: list[str] | None
              "Generation capped at conf/bench/eval.yaml answer_tokens (random weights)."
              if caps else "Generation: each task's own limit."]
     stem.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{stem}.md").write_text(markdown(rows, f"Evaluation cost projection: "
-                                                 f"{cfg.pair.name}, {cfg.eval.name}, {device}",
+    Path(f"{stem}.md").write_text(markdown(rows, f"Evaluation cost projection: {title}",
                                            notes))
     Path(f"{stem}.json").write_text(json.dumps({"machine": machine(device), "rows": rows,
                                                 "overrides": overrides}, indent=2))
     print(Path(f"{stem}.md").read_text())
     return rows
+
+
+def full_twin_dirs(cfg: DictConfig, settings: dict, device: str) -> tuple[Path, Path]:
+    """(llm, mllm) of the pair's full-size random-weight twin, built on `device` on first use
+    into `<cache>/full_twins/<pair>/<key>` (harness/models/full_twin.py)."""
+    import hashlib
+
+    from harness.models.full_twin import build_full_twin
+    from harness.models.twins import build_key, twin_spec
+
+    if cfg.pair.get("source") != "twin":
+        raise ConfigError(f"--full-size needs a twin pair (pair=twin_...); pair={cfg.pair.name} "
+                          f"is not one")
+    spec = twin_spec(cfg.pair)
+    sizes = (settings.get("full_size") or {}).get(spec["kind"])
+    if not sizes:
+        raise ConfigError(f"conf/bench/eval.yaml full_size has no sizes for twin kind "
+                          f"{spec['kind']!r}; add its text and vision sizes")
+    key = hashlib.sha256(json.dumps([build_key(spec), sizes], sort_keys=True).encode()
+                         ).hexdigest()[:12]
+    out = Path(cfg.paths.cache) / "full_twins" / cfg.pair.name / key
+    return build_full_twin(spec, sizes, out, device)
 
 
 def rehearsal_mirror(path: Path) -> Path:
@@ -292,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", default=None, help="comma list of the suite's benchmarks")
     p.add_argument("--gen-cap", choices=("auto", "on", "off"), default="auto",
                    help="cap generation at each task's typical answer length (auto: on twins)")
+    p.add_argument("--full-size", action="store_true",
+                   help="a twin pair at its real checkpoints' sizes, random weights built on "
+                        "eval.device (a GPU: seconds), evaluated without a merge")
     p.add_argument("--results", type=Path,
                    default=Path(os.environ.get("HARNESS_RESULTS", "results")) / "bench")
     a = p.parse_intermixed_args(argv)
@@ -304,7 +334,8 @@ def main(argv: list[str] | None = None) -> None:
         only = [x for x in a.only.split(",") if x] if a.only else None
         run_bench(a.overrides, docs, only, a.gen_cap, a.results,
                   "python -m harness.bench eval " + " ".join(argv if argv is not None
-                                                             else sys.argv[2:]))
+                                                             else sys.argv[2:]),
+                  a.full_size)
     except HarnessError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -101,3 +101,36 @@ def test_bench_eval_names_an_unknown_benchmark(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "--only: nope not in eval=paper13" in proc.stderr
+
+
+def test_full_size_twin_builder_at_a_scaled_down_size(tmp_path):
+    """The builder of `--full-size` on CPU at small sizes: the twin's classes, padded
+    vocabulary rows, dtypes and processor; both checkpoints load and answer."""
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForCausalLM, AutoProcessor, LlavaNextForConditionalGeneration
+
+    from harness.models.full_twin import build_full_twin
+
+    spec = {"kind": "llava_next_llama3", "version": 1, "seed": 0, "perturb": 0.05,
+            "text": {"vocab": 1024}}
+    sizes = {"text": {"hidden": 64, "layers": 2, "intermediate": 128, "heads": 4,
+                      "kv_heads": 1, "vocab": 4096},
+             "vision": {"hidden": 32, "layers": 2, "intermediate": 64, "heads": 4,
+                        "image_size": 56, "patch_size": 14}}
+    base_dir, mllm_dir = build_full_twin(spec, sizes, tmp_path / "full", device="cpu")
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")
+    assert type(base).__name__ == "LlamaForCausalLM" and base.dtype == torch.bfloat16
+    assert base.config.vocab_size == 4096 and base.config.num_key_value_heads == 1
+    mllm = LlavaNextForConditionalGeneration.from_pretrained(mllm_dir, dtype=torch.float32)
+    assert mllm.config.text_config.vocab_size == 4096 + 64  # <image>, <pad>, padded to 64
+    proc = AutoProcessor.from_pretrained(mllm_dir)
+    text = proc.apply_chat_template([{"role": "user", "content": [
+        {"type": "image"}, {"type": "text", "text": "What color?"}]}], add_generation_prompt=True)
+    inputs = proc(images=Image.new("RGB", (80, 40), "red"), text=text, return_tensors="pt")
+    out = mllm.generate(**inputs, max_new_tokens=2, do_sample=False)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 2
+    # a complete build is reused, not rebuilt
+    stamp = (tmp_path / "full" / "full_twin.json").stat().st_mtime_ns
+    assert build_full_twin(spec, sizes, tmp_path / "full", device="cpu") == (base_dir, mllm_dir)
+    assert (tmp_path / "full" / "full_twin.json").stat().st_mtime_ns == stamp

@@ -60,9 +60,10 @@ def run_parallel(benches, eval_cfg, llm_dir: Path, mllm_dir: Path | None, run_di
         else:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
         log.info("eval worker %d/%d: %s", i + 1, len(groups), ", ".join(names))
-        procs.append((i, out, subprocess.Popen(
-            [sys.executable, "-m", "harness.eval.parallel", str(spec), str(out)], env=env,
-            stdout=open(run_dir / f"_worker{i}.log", "w"), stderr=subprocess.STDOUT)))
+        with open(run_dir / f"_worker{i}.log", "w") as log_file:  # the child keeps its copy
+            procs.append((i, out, subprocess.Popen(
+                [sys.executable, "-m", "harness.eval.parallel", str(spec), str(out)], env=env,
+                stdout=log_file, stderr=subprocess.STDOUT)))
     scores, costs, failed = {}, {}, []
     for i, out, proc in procs:
         proc.wait()
