@@ -13,7 +13,7 @@ ARGS ?=
 REHEARSAL_DATA ?= .cache/harness/rehearsal
 REHEARSAL_RESULTS ?= results/rehearsal
 
-.PHONY: install lock demo test tables slurm bench rehearsal
+.PHONY: install lock demo test tables slurm bench bench-eval rehearsal
 
 # The venv holds exactly what requirements.lock pins (the tested environment). A venv from an
 # older lock, or one where a package was changed by hand, is re-installed; what still differs
@@ -58,6 +58,10 @@ slurm: install
 
 bench: install
 	$(PY) -m harness.bench $(ARGS)
+
+# What one merged model costs to evaluate, projected from a few docs per task (docs/performance.md).
+bench-eval: install
+	$(PY) -m harness.bench eval $(ARGS)
 
 # The paper's experiment on the twin pairs with mini copies of the 13 datasets, offline, on CPU:
 # every method x every twin, then one main table per twin (see README).
