@@ -103,3 +103,13 @@ def test_cost_metrics_for_wandb():
     assert metrics["cost/mmlu/seconds"] == 10.0 and metrics["cost/mme/requests"] == 20
     assert metrics["cost/mmlu/requests_per_s"] == pytest.approx(40.0)
     assert metrics["cost/total_seconds"] == pytest.approx(50.0)
+
+
+def test_benchmarks_are_dealt_heaviest_first_to_the_least_loaded_worker():
+    from harness.eval.parallel import deal
+
+    weights = {"mmlu": 50.0, "hellaswag": 40.0, "gsm8k": 30.0, "mme": 10.0, "pope": 5.0}
+    groups = deal(list(weights), 2, weights)
+    assert groups == [["mmlu", "mme", "pope"], ["hellaswag", "gsm8k"]]
+    assert deal(["a", "b", "c"], 2) == [["a", "c"], ["b"]]       # equal weights: in turn
+    assert deal(["a"], 4) == [["a"]]                               # no idle workers
