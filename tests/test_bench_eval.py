@@ -108,7 +108,11 @@ def test_full_size_twin_builder_at_a_scaled_down_size(tmp_path):
     vocabulary rows, dtypes and processor; both checkpoints load and answer."""
     import torch
     from PIL import Image
-    from transformers import AutoModelForCausalLM, AutoProcessor, LlavaNextForConditionalGeneration
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoProcessor,
+        LlavaNextForConditionalGeneration,
+    )
 
     from harness.models.full_twin import build_full_twin
 
