@@ -16,8 +16,8 @@ REHEARSAL_RESULTS ?= results/rehearsal
 # none, for another one.
 LOCK_PYTHON := $(shell sed -n 's/^\# Python \([0-9][0-9.]*\),.*/\1/p' $(LOCK) | head -n 1)
 
-.PHONY: install python-check lock demo test tables slurm bench rehearsal rehearsal-uncapped \
-	gpu-check
+.PHONY: install python-check lock demo test tables slurm bench bench-eval rehearsal \
+	rehearsal-uncapped gpu-check
 
 # The venv holds exactly what requirements.lock pins (the tested environment). A venv from an
 # older lock, or one where a package was changed by hand, is re-installed; what still differs
@@ -73,6 +73,10 @@ slurm: install
 
 bench: install
 	$(PY) -m harness.bench $(ARGS)
+
+# What one merged model costs to evaluate, projected from a few docs per task (docs/performance.md).
+bench-eval: install
+	$(PY) -m harness.bench eval $(ARGS)
 
 # The paper's experiment on the twin pairs with mini copies of the 13 datasets, offline, on CPU:
 # every method x every twin, then one main table per twin (see README).

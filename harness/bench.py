@@ -342,7 +342,12 @@ def bench(size: str, reps: int, methods: list[str], with_mergekit: bool, cache: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point."""
+    """Command-line entry point (`eval ...`: the evaluation benchmark, harness/bench_eval.py)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["eval"]:
+        from harness.bench_eval import main as eval_main
+
+        return eval_main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1b,0.5b", help=f"comma list of {', '.join(SIZES)}")

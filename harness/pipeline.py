@@ -95,10 +95,11 @@ def run(cfg: DictConfig) -> dict:
     from harness.eval import evaluate
     llm_dir = merge_dir / "llm"
     mllm_dir = merge_dir / "mllm"
+    cost: dict = {}
     scores = evaluate(cfg.eval, llm_dir=llm_dir,
                       mllm_dir=mllm_dir if mllm_dir.is_dir() else None,
-                      run_dir=run_dir, seed=int(cfg.seed))
-    record = build_record(cfg, ident, scores, report, merge_dir)
+                      run_dir=run_dir, seed=int(cfg.seed), cost=cost)
+    record = build_record(cfg, ident, scores, report, merge_dir, cost)
     record["generation"] = generation_summary(cfg, record, run_dir)
 
     from harness.tracking import log_record
@@ -122,9 +123,9 @@ def generation_summary(cfg: DictConfig, record: dict, run_dir: Path) -> dict:
 
 
 def build_record(cfg: DictConfig, ident: dict, scores: dict, report: dict,
-                 merge_dir: Path) -> dict:
+                 merge_dir: Path, cost: dict | None = None) -> dict:
     """The tidy result record (its fields: docs/results.md) of the run `ident`
-    (records.identity(cfg))."""
+    (records.identity(cfg)); `cost`: benchmark → evaluation cost (harness/eval/cost.py)."""
     from harness import numerics
     from harness.versions import git_sha, library_versions
 
@@ -145,6 +146,7 @@ def build_record(cfg: DictConfig, ident: dict, scores: dict, report: dict,
         "evaluated_with": evaluated_with(scores),
         "averages": averages(scores),
         "merge": merge_stats,
+        "cost": cost or {},
         "config": OmegaConf.to_container(cfg, resolve=True),
         "versions": library_versions(),
         "identity": ident,

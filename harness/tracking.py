@@ -2,7 +2,9 @@
 
 Metric names are `<suite>/<benchmark>/<metric>` (percent) and `<suite>/<benchmark>/<metric>_native`
 (the tool's own unit); averages as `avg/<language|vision|all>`; merge statistics as `merge/*`;
-the generation analysis's shares as `generation/<benchmark|all>/<category>` (percent).
+the generation analysis's shares as `generation/<benchmark|all>/<category>` (percent); the
+evaluation cost as `cost/<benchmark>/<seconds|requests|requests_per_s>` and `cost/total_seconds`,
+with a `cost` table (benchmark, tool, requests, seconds, device, batch size, dtype).
 Mode: `tracking.wandb.mode` = offline | online | disabled | auto (online when WANDB_API_KEY is
 set, else offline). Offline runs land under `<tracking.wandb.dir>/wandb/`; `wandb sync` uploads.
 """
@@ -43,6 +45,13 @@ def record_metrics(record: dict) -> dict:
     for bench, shares in ((record.get("generation") or {}).get("shares") or {}).items():
         for category, value in shares.items():
             metrics[f"generation/{bench}/{category}"] = value
+    cost = record.get("cost") or {}
+    for bench, c in cost.items():
+        for key in ("seconds", "requests", "requests_per_s"):
+            if c.get(key) is not None:
+                metrics[f"cost/{bench}/{key}"] = c[key]
+    if cost:
+        metrics["cost/total_seconds"] = sum(c.get("seconds") or 0.0 for c in cost.values())
     merge = record.get("merge") or {}
     for key in ("seconds", "peak_rss_mb"):
         if merge.get(key) is not None:
@@ -83,6 +92,13 @@ def log_record(cfg: DictConfig, record: dict, run_dir: Path) -> None:
                 for b, s in (record.get("scores") or {}).items()]
         run.log({"scores": wandb.Table(columns=["benchmark", "suite", "tool", "task", "metric",
                                                 "value", "percent"], data=rows)})
+        cost_rows = [[b, c.get("tool"), c.get("requests"), c.get("seconds"), c.get("device"),
+                      str(c.get("batch_size")), c.get("dtype")]
+                     for b, c in (record.get("cost") or {}).items()]
+        if cost_rows:
+            run.log({"cost": wandb.Table(columns=["benchmark", "tool", "requests", "seconds",
+                                                  "device", "batch_size", "dtype"],
+                                         data=cost_rows)})
         run_path = Path(getattr(run, "dir", "")).parent  # <dir>/wandb/<offline-run-…>/files
         record.setdefault("tracking", {})["wandb"] = {"mode": mode, "id": run.id,
                                                       "run_dir": str(run_path)}

@@ -56,12 +56,50 @@ def test_record_holds_real_scores_from_both_tools(smoke_run):
                                      "lmms-eval": {"dtype": "float32", "device": "cpu"}}
     run = path.parent
     assert (run / "lm_eval" / "samples_harness_smoke_mc.jsonl").is_file()
-    assert (run / "lm_eval" / "results_0shot.json").is_file()
+    assert (run / "lm_eval" / "results_0shot_harness_smoke_mc.json").is_file()
     assert (run / "lmms_eval" / "samples_harness_smoke_color.jsonl").is_file()
-    assert (run / "lmms_eval" / "results.json").is_file()
+    assert (run / "lmms_eval" / "results_harness_smoke_color.json").is_file()
     first = json.loads((run / "lm_eval" / "samples_harness_smoke_gen.jsonl").read_text()
                        .splitlines()[0])
     assert "resps" in first and "doc" in first
+
+
+def test_record_holds_the_cost_of_each_benchmark(smoke_run):
+    """Each benchmark's own tool call is timed; its requests are those in its sample log."""
+    results, _ = smoke_run
+    (path,) = _records(results)
+    rec = json.loads(path.read_text())
+    cost = rec["cost"]
+    assert set(cost) == set(rec["scores"])
+    # 4 docs each: smoke_mc asks 3 log-likelihoods per doc, the generative tasks one generation
+    assert {b: (c["docs"], c["requests"]) for b, c in cost.items()} == {
+        "smoke_mc": (4, 12), "smoke_gen": (4, 4), "smoke_color": (4, 4)}
+    for c in cost.values():
+        assert c["seconds"] > 0 and c["requests_per_s"] == pytest.approx(
+            c["requests"] / c["seconds"], rel=1e-2)
+        assert c["device"] == "cpu" and c["dtype"] == "float32"
+    assert cost["smoke_mc"]["batch_size"] == rec["config"]["eval"]["batch_size"]
+    assert cost["smoke_color"]["batch_size"] == 1 and cost["smoke_color"]["tool"] == "lmms-eval"
+
+
+def test_two_processes_give_the_record_of_one(smoke_run, tmp_path):
+    """eval.gpus=2 on CPU: the benchmarks are split over two worker processes and merged into
+    a record of the same run id, scores and cost form."""
+    results, args = smoke_run
+    (one,) = _records(results)
+    proc = _harness(tmp_path, *args, "eval.gpus=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (two,) = _records(tmp_path)
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    assert a["run_id"] == b["run_id"]
+    assert a["scores"] == b["scores"]
+    assert list(a["cost"]) == list(b["cost"])
+    for bench in a["cost"]:
+        keep = ("docs", "requests", "device", "batch_size", "dtype", "tool")
+        assert {k: a["cost"][bench][k] for k in keep} == {k: b["cost"][bench][k] for k in keep}
+    assert sorted(p.name for p in two.parent.glob("_worker*.out.json")) == [
+        "_worker0.out.json", "_worker1.out.json"]
+    assert b["config"]["slurm"]["gpus"] == 2
 
 
 def test_complete_run_is_skipped_and_force_reruns(smoke_run):

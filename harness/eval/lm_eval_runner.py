@@ -38,6 +38,11 @@ def cache_dir(llm_dir: Path, eval_cfg, device: str = "cpu") -> Path:
     return Path(llm_dir).parent / "eval_cache" / f"{backend}-{dtype}"
 
 
+def results_path(out_dir: Path, shots: int, tasks: list[str]) -> Path:
+    """Where one lm-eval call's result dict is dumped (one call per benchmark: harness.eval)."""
+    return Path(out_dir) / f"results_{shots}shot_{'+'.join(sorted(tasks))}.json"
+
+
 def leaf_tasks(res: dict, task: str) -> list[str]:
     """The leaf tasks a task or group of lm-eval's result dict stands for (itself if a leaf)."""
     subtasks = res.get("group_subtasks", {}).get(task)
@@ -94,7 +99,8 @@ def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, manager,
                     batch_size=eval_cfg.get("batch_size", 8), limit=eval_cfg.get("limit"),
                     task_manager=manager, log_samples=True, random_seed=seed,
                     numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-                    use_cache=str(cache_dir / f"lm_eval_{shots}shot"), gen_kwargs=gen_kwargs,
+                    use_cache=str(cache_dir / f"lm_eval_{shots}shot")
+                    if eval_cfg.get("request_cache", True) else None, gen_kwargs=gen_kwargs,
                     apply_chat_template=bool(eval_cfg.get("chat_template", False)),
                 )
         except EvalError:
@@ -104,7 +110,7 @@ def run_lm_eval(benches: list[Benchmark], llm_dir: Path, run_dir: Path, manager,
         if res is None:
             raise EvalError(f"lm-eval returned no result for {', '.join(tasks)}")
         samples = res.pop("samples", {})
-        _dump(res, out_dir / f"results_{shots}shot.json")
+        _dump(res, results_path(out_dir, shots, tasks))
         _write_samples(samples, out_dir)
         for b in group:
             empty = n = 0

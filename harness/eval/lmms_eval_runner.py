@@ -153,7 +153,7 @@ def run_lmms_eval(benches: list[Benchmark], mllm_dir: Path, run_dir: Path, manag
         free()
     merged = _merge_results(parts)
     merged["failed"] = failed
-    _dump(merged, out_dir / "results.json")
+    _dump(merged, out_dir / f"results_{'+'.join(tasks)}.json")
     _write_samples(samples, out_dir)
     if failed:
         done = [t for t in tasks if t not in failed]

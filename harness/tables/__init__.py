@@ -32,6 +32,7 @@ import argparse
 from pathlib import Path
 
 from harness import paths
+from harness.cost_table import build_cost_tables
 from harness.tables.build import build_tables, load_rule
 from harness.tables.group import (RULES, aggregate, choose, choose_by_validation,
                                   choose_on_validation)
@@ -63,5 +64,6 @@ def main(argv: list[str] | None = None) -> None:
                      f"(the one holding runs/)")
     files = build_tables(args.results, plots=not args.no_plots, select=args.select,
                          judge=args.judge)
+    files += build_cost_tables(args.results)
     for f in files:
         print(f"wrote {f}")
