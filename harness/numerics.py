@@ -12,6 +12,13 @@ the first operation):
   results independent of the thread count and of array alignment;
 - ONEDNN_MAX_CPU_ISA=AVX2: oneDNN (convolutions) stays on AVX2 code.
 
+MKL honours `MKL_CBWR=AVX2` on Intel processors only: on any other vendor it runs its AUTO
+branch instead (Intel's CNR documentation), so an AMD machine trains a micro pair with other
+bits than an Intel one, and scores it differently. The vendor is therefore part of the numerics
+identity on non-Intel CPUs (`mkl_branch: auto`): a cache shared by Intel and AMD nodes keeps
+their micro pairs apart, and tests/data/micro_expected_scores.json holds the expected scores per
+vendor.
+
 Cost: a micro training step is 1.1–1.3x slower than with the native kernels. GPU work is not
 affected. `HARNESS_CPU_NUMERICS=native` turns this off (for CPU-heavy work on real models where
 speed matters more than bit-identity with other machines); a variable the user set wins.
@@ -56,11 +63,24 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_vendor() -> str:
+    """The CPU vendor string (`GenuineIntel`, `AuthenticAMD`, ...), or the machine type when
+    /proc/cpuinfo does not say."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def describe() -> dict:
     """What the CPU numerics of this process are: mode, kernel variables, the ATen capability
     in effect, the CPU model, torch's thread count (provenance of a result)."""
     out = {"mode": mode(), **{var.lower(): os.environ.get(var) for var in PORTABLE},
-           "cpu": _cpu_model()}
+           "cpu": _cpu_model(), "cpu_vendor": cpu_vendor()}
     torch = sys.modules.get("torch")
     if torch is not None:
         out["aten_capability"] = torch.backends.cpu.get_cpu_capability()
@@ -74,5 +94,8 @@ def identity() -> dict:
     info = describe()
     if info["mode"] == "native":
         return {"mode": "native", "cpu": info["cpu"]}
-    return {key: info.get(key) for key in ("mode", *(v.lower() for v in PORTABLE),
-                                           "aten_capability")}
+    out = {key: info.get(key) for key in ("mode", *(v.lower() for v in PORTABLE),
+                                          "aten_capability")}
+    if info["cpu_vendor"] != "GenuineIntel":  # MKL_CBWR=AVX2 is ignored: its AUTO branch runs
+        out["mkl_branch"] = "auto"
+    return out
