@@ -291,13 +291,20 @@ def method_defaults() -> dict[str, str]:
 
 
 def select_rows(frame: pd.DataFrame, part: pd.DataFrame, agg: pd.DataFrame, pair: str,
-                suite: str, select: str) -> tuple[dict[str, str], str, list[str]]:
-    """(chosen config per method, rule text, notes) of one main table under rule `select`."""
+                suite: str, select: str, results: Path | None = None
+                ) -> tuple[dict[str, str], str, list[str]]:
+    """(chosen config per method, rule text, notes) of one main table under rule `select`;
+    rule `validation` takes the outcome of a selection run under `results` when there is one."""
+    from harness.selection import choice, defaults_note, table_choice
+
     if select not in RULES:
         raise ConfigError(f"tables select={select!r} is not valid; choose one of "
                           f"{', '.join(RULES)}")
     if select != "validation":
-        return choose(agg, select, method_defaults()), select, []
+        return choose(agg, select, method_defaults()), select, defaults_note(pair, select)
+    outcome = choice(results, pair, suite) if results is not None else None
+    if outcome:
+        return table_choice(agg, outcome, suite)
     validation = next((v for v in part.validation.dropna()), None)
     if validation is None:
         return (choose(agg, "best_overall", method_defaults()),
@@ -370,7 +377,7 @@ def build_tables(results: Path, plots: bool = True, select: str | None = None,
     for (pair, suite), part in sorted(frame.groupby(["pair", "suite"])):
         benches = benchmark_order(part)
         agg = aggregate(part)
-        chosen, rule, notes = select_rows(frame, part, agg, pair, suite, select)
+        chosen, rule, notes = select_rows(frame, part, agg, pair, suite, select, Path(results))
         stem = f"main_{pair}_{suite}"
         mean, md, tex, methods, columns = main_table(agg, chosen, benches)
         written += write_main(out, stem, mean, md, tex, methods, columns, chosen, rule,
