@@ -5,6 +5,7 @@ compute nodes can run offline. Nothing else in the harness downloads.
 With `--mirror DIR` the datasets are also written to DIR in the hub layout (one folder per dataset,
 a README declaring its configs and splits, parquet files), which offline nodes read with
 `eval.data_root=DIR` (harness/eval/mirror.py): a shared disk instead of a copied HF cache.
+A suite that names a validation suite (paper13: paper13_val) brings that suite's data too.
 """
 
 from __future__ import annotations
@@ -23,21 +24,43 @@ from harness.errors import HarnessError
 log = logging.getLogger("harness.prefetch")
 
 
-def plan(cfg: DictConfig) -> list[tuple[str, str, str | None]]:
-    """What would be fetched: (kind, id, revision) for models and (tool, task, None) for data."""
+def suites(cfg: DictConfig) -> list:
+    """The suite and, when it names one, its validation suite (composed: Hydra is running)."""
+    if not cfg.eval.get("validation"):
+        return [cfg.eval]
+    from hydra import compose
+
+    return [cfg.eval, compose("config", overrides=[f"eval={cfg.eval.validation}"]).eval]
+
+
+def plan(cfg: DictConfig, evals: list | None = None) -> list[tuple[str, str, str | None]]:
+    """What would be fetched: (kind, id, revision) for models and (tool, task, None) for data
+    (of `evals`, default the run's suite)."""
     items = []
     if cfg.pair.get("source") == "hub":
         items.append(("model", cfg.pair.base, cfg.pair.get("base_revision")))
         items.append(("model", cfg.pair.mllm, cfg.pair.get("mllm_revision")))
     from harness.eval.suite import load_benchmarks
 
-    for b in load_benchmarks(cfg.eval):
-        items.append((b.tool, b.task, None))
+    for eval_cfg in evals or [cfg.eval]:
+        for b in load_benchmarks(eval_cfg):
+            items.append((b.tool, b.task, None))
     return items
 
 
-def fetch(items: list[tuple[str, str, str | None]]) -> None:
-    """Download every planned item (needs internet)."""
+def _task_dirs(evals: list, scratch: Path) -> list[Path]:
+    """Every suite's local task folders, rendered under `scratch` (task variants of installed
+    tasks are indexed with them)."""
+    from harness.eval.local_tasks import render_task_dirs
+    from harness.eval.suite import task_paths
+
+    return [d for i, e in enumerate(evals)
+            for d in render_task_dirs(task_paths(e), scratch / str(i))]
+
+
+def fetch(items: list[tuple[str, str, str | None]], evals: list = ()) -> None:
+    """Download every planned item (needs internet); `evals`' local task folders are indexed
+    so that their variants of installed tasks load (and download) too."""
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.pop(var, None)
     from huggingface_hub import snapshot_download
@@ -48,34 +71,42 @@ def fetch(items: list[tuple[str, str, str | None]]) -> None:
         if kind == "model":
             log.info("model %s@%s", ident, rev or "main")
             snapshot_download(ident, revision=rev)
+    scratch = tempfile.TemporaryDirectory()
+    paths = [str(d) for d in _task_dirs(list(evals), Path(scratch.name))] or None
     if lm_tasks:
         from lm_eval.tasks import TaskManager, get_task_dict
 
         log.info("lm-eval datasets: %s", ", ".join(lm_tasks))
-        get_task_dict(lm_tasks, TaskManager())  # building the tasks downloads their datasets
+        # building the tasks downloads their datasets
+        get_task_dict(lm_tasks, TaskManager(include_path=paths))
     if lmms_tasks:
         from lmms_eval.tasks import TaskManager as LmmsTaskManager
         from lmms_eval.tasks import get_task_dict as lmms_get_task_dict
 
         log.info("lmms-eval datasets: %s", ", ".join(lmms_tasks))
-        lmms_get_task_dict(lmms_tasks, LmmsTaskManager(model_name="llava_hf"))
+        lmms_get_task_dict(lmms_tasks, LmmsTaskManager(include_path=paths,
+                                                       model_name="llava_hf"))
+    scratch.cleanup()
 
 
-def write_mirror(eval_cfg, root: Path) -> list[str]:
-    """Write every dataset the suite's tasks read (each config, every split) to `root` in the hub
-    layout; return the dataset ids written. Loads through `datasets` (the HF cache, or the hub
-    when online)."""
+def write_mirror(eval_cfg, root: Path, more: list = ()) -> list[str]:
+    """Write every dataset the suite's tasks (and those of the suites in `more`) read, each
+    config with every split, to `root` in the hub layout; return the dataset ids written. Loads
+    through `datasets` (the HF cache, or the hub when online). One call writes all of them
+    because a dataset folder is written whole: paper13 and paper13_val read different configs
+    of GQA."""
     from datasets import load_dataset
 
     from harness.eval import task_managers
-    from harness.eval.local_tasks import render_task_dirs
     from harness.eval.mirror import suite_data_needs, write_repo
-    from harness.eval.suite import load_benchmarks, task_paths
+    from harness.eval.suite import load_benchmarks
 
-    benches = load_benchmarks(eval_cfg)
+    needs = []
     with tempfile.TemporaryDirectory() as scratch:
-        task_dirs = render_task_dirs(task_paths(eval_cfg), Path(scratch))
-        needs = suite_data_needs(benches, task_managers(benches, task_dirs))
+        for i, suite in enumerate([eval_cfg, *more]):
+            benches = load_benchmarks(suite)
+            task_dirs = _task_dirs([suite], Path(scratch) / str(i))
+            needs += suite_data_needs(benches, task_managers(benches, task_dirs))
     repos: dict[str, dict] = {}
     for need in needs:
         configs = repos.setdefault(need.path, {})
@@ -110,7 +141,8 @@ MIRROR: list[Path] = []  # the --mirror directory, taken from argv before Hydra 
 def main(cfg: DictConfig) -> None:
     """Print the plan; fetch it unless `+dry_run=true`."""
     try:
-        items = plan(cfg)
+        evals = suites(cfg)
+        items = plan(cfg, evals)
         for kind, ident, rev in items:
             print(f"{kind:9s} {ident}" + (f"@{rev}" if rev else ""))
         if not items:
@@ -119,10 +151,10 @@ def main(cfg: DictConfig) -> None:
             print(f"mirror    every dataset above, written to {root} (eval.data_root={root})")
         if OmegaConf.select(cfg, "dry_run", default=False) or not items:
             return
-        fetch(items)
+        fetch(items, evals)
         print("done: the HF cache now holds everything above; copy HF_HOME to offline nodes")
         for root in MIRROR:
-            for repo in write_mirror(cfg.eval, root):
+            for repo in write_mirror(evals[0], root, evals[1:]):
                 print(f"wrote {root / repo}")
             print(f"done: offline nodes read it with eval.data_root={root}")
     except HarnessError as err:

@@ -1,0 +1,123 @@
+"""Budgeted selection (harness/selection/): the budget and the halving schedule, and
+`+experiment=paper_select` on a twin with the rehearsal data: the plan, the halving rounds, only
+the winner on paper13, the table's rule `validation`, and the SLURM step that resumes from the
+records (a dry run: nothing is submitted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.selection.halving import Budget, grids_for, kept, label, ranked, schedule
+
+ROOT = Path(__file__).resolve().parent.parent
+TWIN = "twin_llava_next_llama3_8b"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def test_the_budget_gives_the_docs_of_each_round_and_names_bad_values():
+    assert Budget(rounds=3, docs=16, growth=4).docs_per_round() == [16, 64, 256]
+    assert Budget().docs_per_round() == [None]
+    with pytest.raises(ConfigError, match="docs=null .* rounds=2"):
+        Budget(rounds=2, docs=None)
+    with pytest.raises(ConfigError, match=r"keep=1.5: use a fraction in \(0, 1\]"):
+        Budget(keep=1.5)
+    with pytest.raises(ConfigError, match="selection.budget.halve is not a budget key"):
+        Budget.from_config({"halve": 2})
+
+
+def test_the_schedule_halves_each_grid_and_stops_at_a_lone_survivor():
+    sizes = {"base": 1, "ties": 9, "task_arithmetic": 4}
+    rounds = schedule(sizes, Budget(rounds=3, docs=16, keep=0.5))
+    assert rounds == [{"ties": 9, "task_arithmetic": 4}, {"ties": 5, "task_arithmetic": 2},
+                      {"ties": 3}]
+    assert [kept(n, 0.5) for n in (1, 2, 3, 9)] == [1, 1, 2, 5]
+
+
+def test_ranking_is_the_tables_rule_validation():
+    import pandas as pd
+
+    from harness import tables
+
+    entries = [({"a": 1}, 50.0, 40.0), ({"a": 2}, 50.0, 60.0), ({"a": 3}, 50.0, 60.0),
+               ({"a": 0}, 45.0, 10.0), ({"a": 9}, None, None)]
+    order = ranked([(p, label(p), o, lang) for p, o, lang in entries])
+    assert order == [{"a": 2}, {"a": 3}, {"a": 1}, {"a": 0}, {"a": 9}]
+    rows = [{"method": "m", "config": label(p), "column": c, "mean": v}
+            for p, o, lang in entries[:4] for c, v in (("all", o), ("language", lang))]
+    assert tables.choose_on_validation(pd.DataFrame(rows)) == {"m": label(order[0])}
+
+
+def test_a_pair_may_replace_a_methods_grid():
+    selection = {"grids": {"ties": {"density": [0.1, 0.2]}, "base": {}},
+                 "pair_grids": {"p": {"ties": {"density": [0.5]}}}}
+    assert grids_for(selection, "p") == {"ties": {"density": [0.5]}, "base": {}}
+    assert grids_for(selection, "q")["ties"] == {"density": [0.1, 0.2]}
+
+
+def _env(tmp_path: Path) -> dict:
+    return {**os.environ, **OFFLINE, "HARNESS_RESULTS": str(tmp_path / "results"),
+            "HARNESS_CACHE": str(tmp_path / "cache"), "HARNESS_WANDB_MODE": "disabled",
+            "HF_HOME": str(tmp_path / "hf")}
+
+
+@pytest.mark.slow
+def test_paper_select_on_a_twin_halves_then_runs_only_the_winner_on_paper13(tmp_path):
+    from harness.rehearsal import write_mirror
+
+    mirror = tmp_path / "mirror"
+    write_mirror(mirror, ["mmlu", "gsm8k", "arc_challenge", "hellaswag", "winogrande",
+                          "truthfulqa_mc2", "mme", "mmbench", "seedbench", "pope", "textvqa",
+                          "scienceqa_img", "gqa"])
+    # 3 configurations: round 1 on 1 doc per task, the better 2 on 2 docs, the best on paper13
+    args = ["+experiment=paper_select", f"pair={TWIN}", f"eval.data_root={mirror}",
+            "eval.limit=2", "eval.max_new_tokens=8", "eval.device=cpu", "eval.dtype=float32",
+            "eval.batch_size=4", "merge.progress=false", "~selection.grids",
+            "+selection.grids={base:{},task_arithmetic:{scale:[0.3,0.5,0.7]}}",
+            "selection.budget.docs=1", "selection.budget.growth=2", "selection.budget.rounds=2"]
+    env = _env(tmp_path)
+
+    def harness(module: str, *extra: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", module, *extra], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=2400)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return proc
+
+    step = harness("harness.selection", "submit", *args, "--dry-run")
+    assert "round 1: would submit 3 runs" in step.stdout, step.stdout
+    assert "~selection" in step.stdout and "eval.limit=1" in step.stdout, step.stdout
+    assert not (tmp_path / "results" / "slurm").exists()  # a dry run leaves no job behind
+
+    run = harness("harness", *args)
+    plan = run.stdout
+    assert "round 1: 3 evaluations on paper13_val at eval.limit=1" in plan, plan
+    assert "round 2: 2 evaluations on paper13_val at eval.limit=2" in plan, plan
+    assert "final: 2 evaluations on paper13 (one per method); projected" in plan, plan
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*/"
+                                                                                    "result.json")]
+    val = sorted((r["eval_limit"], r["params"]["scale"]) for r in recs
+                 if r["eval_suite"] == "paper13_val")
+    outcome = json.loads((tmp_path / "results" / "selection" /
+                          f"{TWIN}_paper13.json").read_text())
+    second = [s[0] for s in outcome["rounds"][1]["scores"]["task_arithmetic"]]
+    assert [v for v in val if v[0] == 1] == [(1, 0.3), (1, 0.5), (1, 0.7)]
+    assert sorted(f"scale={s}" for lim, s in val if lim == 2) == sorted(second)
+    assert len(second) == 2
+    test = [r for r in recs if r["eval_suite"] == "paper13"]
+    assert sorted(r["method"] for r in test) == ["base", "task_arithmetic"]
+    (winner,) = [r["params"] for r in test if r["method"] == "task_arithmetic"]
+    scored = {s[0]: s[1:] for s in outcome["rounds"][1]["scores"]["task_arithmetic"]}
+    best = ranked([({"scale": float(k.split("=")[1])}, k, *v) for k, v in scored.items()])[0]
+    assert winner == best and outcome["chosen"]["task_arithmetic"] == label(best)
+    md = (tmp_path / "results" / "tables" / f"main_{TWIN}_paper13.md").read_text()
+    assert "rule: validation, chosen on paper13_val by successive halving" in md, md
+    assert f"Task Arithmetic: {label(best)}" in md, md
+
+    again = harness("harness.selection", "submit", *args, "--dry-run")
+    assert "selection complete" in again.stdout, again.stdout  # resumed from the records
