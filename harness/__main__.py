@@ -1,5 +1,5 @@
 """`python -m harness ...`: compose the Hydra config, run one point (merge → eval → record), or
-an experiment's hyperparameter selection (harness/selection.py)."""
+an experiment's hyperparameter selection (harness/selection/)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ log = logging.getLogger("harness")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: one run of the pipeline (or, for an experiment with a `selection`
-    block, the grids on validation and the chosen points on test: harness/selection.py)."""
+    block, the grids on validation and the chosen points on test: harness/selection/)."""
     try:
         if cfg.get("selection"):
             from hydra.core.hydra_config import HydraConfig
