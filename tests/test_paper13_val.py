@@ -137,3 +137,14 @@ def test_paper13_val_runs_on_every_twin_through_the_mirror(tmp_path, world, twin
     assert record["eval_suite"] == "paper13_val" and sorted(record["scores"]) == sorted(VAL)
     assert all(entry["n"] > 0 for entry in record["scores"].values()), record["scores"]
     assert record["scores"]["gqa"]["task"] == "gqa_val"
+
+
+def test_paper13_names_its_validation_suite_with_the_same_metrics_and_shots():
+    paper13 = {b.name: b for b in load_benchmarks(OmegaConf.load(ROOT / "conf/eval/paper13.yaml"))}
+    cfg = OmegaConf.load(ROOT / "conf" / "eval" / "paper13.yaml")
+    assert cfg.validation == "paper13_val"
+    for b in load_benchmarks(OmegaConf.load(ROOT / "conf" / "eval" / "paper13_val.yaml")):
+        ref = paper13[b.name]
+        assert (b.suite, b.tool, b.metric, b.filter, b.shots, b.percent_scale) == (
+            ref.suite, ref.tool, ref.metric, ref.filter, ref.shots, ref.percent_scale), b.name
+        assert b.task != ref.task, b.name
