@@ -1,7 +1,7 @@
 """Budgeted selection (harness/selection/): the budget and the halving schedule, and
-`+experiment=paper_select` on a twin with the rehearsal data: the plan, the halving rounds, only
-the winner on paper13, the table's rule `validation`, and the SLURM step that resumes from the
-records (a dry run: nothing is submitted)."""
+`+experiment=rehearsal_select` (paper_select with a small grid) on a twin with the rehearsal
+data: the plan, the halving rounds, only the winner on paper13, the table's rule `validation`,
+and the SLURM step that resumes from the records (a dry run: nothing is submitted)."""
 
 from __future__ import annotations
 
@@ -75,12 +75,10 @@ def test_paper_select_on_a_twin_halves_then_runs_only_the_winner_on_paper13(tmp_
     write_mirror(mirror, ["mmlu", "gsm8k", "arc_challenge", "hellaswag", "winogrande",
                           "truthfulqa_mc2", "mme", "mmbench", "seedbench", "pope", "textvqa",
                           "scienceqa_img", "gqa"])
-    # 3 configurations: round 1 on 1 doc per task, the better 2 on 2 docs, the best on paper13
-    args = ["+experiment=paper_select", f"pair={TWIN}", f"eval.data_root={mirror}",
-            "eval.limit=2", "eval.max_new_tokens=8", "eval.device=cpu", "eval.dtype=float32",
-            "eval.batch_size=4", "merge.progress=false", "~selection.grids",
-            "+selection.grids={base:{},task_arithmetic:{scale:[0.3,0.5,0.7]}}",
-            "selection.budget.docs=1", "selection.budget.growth=2", "selection.budget.rounds=2"]
+    # rehearsal_select: paper_select's machinery with a small grid (task_arithmetic, 3 scales:
+    # round 1 on 1 doc per task, the better 2 on 2 docs, the best on paper13; base on paper13)
+    args = ["+experiment=rehearsal_select", f"pair={TWIN}", f"eval.data_root={mirror}",
+            "merge.progress=false"]
     env = _env(tmp_path)
 
     def harness(module: str, *extra: str) -> subprocess.CompletedProcess:
