@@ -119,3 +119,27 @@ def test_paper_select_on_a_twin_halves_then_runs_only_the_winner_on_paper13(tmp_
 
     again = harness("harness.selection", "submit", *args, "--dry-run")
     assert "selection complete" in again.stdout, again.stdout  # resumed from the records
+
+
+def test_the_plan_projects_time_from_cost_records_or_says_unknown(tmp_path):
+    from harness.selection.plan import plan_lines
+
+    def record(run_id: str, suite: str, limit, cost: dict, merge_s: float) -> None:
+        (tmp_path / run_id).mkdir()
+        (tmp_path / run_id / "result.json").write_text(json.dumps(
+            {"run_id": run_id, "status": "complete", "pair": "p", "eval_suite": suite,
+             "eval_limit": limit, "merge": {"seconds": merge_s},
+             "cost": {b: {"seconds": s, "requests": 1} for b, s in cost.items()}}))
+
+    record("a", "val", 4, {"x": 8.0, "y": 4.0}, 10.0)   # 3 s per doc at limit 4
+    record("b", "test", None, {"x": 100.0}, 30.0)
+    budget = Budget(rounds=2, docs=4, growth=2, keep=0.5)
+    lines = plan_lines("p", tmp_path, "val", ["x", "y"], "test", ["x", "z"],
+                       {"base": 1, "m": 3}, budget, None)
+    assert "round 1: 3 evaluations on val at eval.limit=4" in lines[1]
+    assert lines[1].endswith("projected 96 s")        # 3 x (12 s + 20 s median merge)
+    assert "round 2: 2 evaluations on val at eval.limit=8" in lines[2]
+    assert lines[2].endswith("projected 48 s")        # 2 x 24 s, merges reused
+    assert "final: 2 evaluations on test" in lines[3] and "unknown" in lines[3]
+    assert lines[3].endswith("z)")                    # names the benchmark without a record
+    assert lines[4].startswith("  total projected: unknown") and "144 s" in lines[4]
