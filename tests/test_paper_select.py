@@ -143,3 +143,38 @@ def test_the_plan_projects_time_from_cost_records_or_says_unknown(tmp_path):
     assert "final: 2 evaluations on test" in lines[3] and "unknown" in lines[3]
     assert lines[3].endswith("z)")                    # names the benchmark without a record
     assert lines[4].startswith("  total projected: unknown") and "144 s" in lines[4]
+
+
+def _write(runs: Path, pair: str, method: str, params: dict, suite: str, overall: float,
+           validation: str | None = None) -> None:
+    run_id = f"{pair}-{method}-{suite}-{'-'.join(f'{k}{v}' for k, v in params.items())}"
+    (runs / run_id).mkdir(parents=True)
+    (runs / run_id / "result.json").write_text(json.dumps(
+        {"run_id": run_id, "status": "complete", "pair": pair, "method": method,
+         "params": params, "seed": 0, "eval_suite": suite,
+         "scores": {"l1": {"suite": "language", "percent": overall}},
+         "averages": {"language": overall, "vision": None, "all": overall},
+         "config": {"eval": {"validation": validation}}, "versions": {}}))
+
+
+def test_the_table_shows_the_selections_choice_and_where_defaults_come_from(tmp_path):
+    from harness import tables
+
+    runs = tmp_path / "runs"
+    _write(runs, "p", "base", {}, "test", 70.0, "val")
+    for scale, val, test in ((0.3, 60.0, 40.0), (0.7, 50.0, 90.0)):
+        _write(runs, "p", "task_arithmetic", {"scale": scale}, "test", test, "val")
+        _write(runs, "p", "task_arithmetic", {"scale": scale}, "val", val)
+    # the halving chose scale=0.7 on the larger sample, although the pooled records favour 0.3
+    (tmp_path / "selection").mkdir()
+    (tmp_path / "selection" / "p_test.json").write_text(json.dumps(
+        {"pair": "p", "suite": "test", "validation": "val", "budget": {"keep": 0.5},
+         "rounds": [{"limit": 16}, {"limit": 64}], "chosen": {"task_arithmetic": "scale=0.7"}}))
+    tables.build_tables(tmp_path, plots=False, select="validation")
+    md = (tmp_path / "tables" / "main_p_test.md").read_text()
+    assert "rule: validation, chosen on val by successive halving over 2 round(s) at 16, 64" in md
+    assert "Task Arithmetic: scale=0.7" in md and "Base LLM: -" in md
+    tables.build_tables(tmp_path, plots=False, select="defaults")
+    md = (tmp_path / "tables" / "main_p_test.md").read_text()
+    assert "Method defaults (conf/method/) are micro-derived" in md
+    assert "+experiment=paper_select pair=p" in md
