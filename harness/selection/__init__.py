@@ -25,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from harness.selection.halving import Budget, grid_points, grids_for
 from harness.selection.walk import Batch, check, walk, write_outcome
 
-__all__ = ["grid_points", "run_selection", "print_plan", "choice", "table_choice",
-           "defaults_note"]
+__all__ = ["choice", "defaults_note", "grid_points", "print_plan", "run_selection",
+           "table_choice"]
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,8 @@ def defaults_note(pair: str, rule: str) -> list[str]:
     origin = load_rule().get("defaults_chosen_on")
     if rule != "defaults" or not origin or pair == origin.get("pair"):
         return []
-    return [f"Method defaults (conf/method/) are {origin.get('pair')}-derived: chosen on "
+    note = (f"Method defaults (conf/method/) are {origin.get('pair')}-derived: chosen on "
             f"{origin.get('suite')} by +experiment={origin.get('experiment')}, not on {pair}'s "
             f"data. +experiment=paper_select pair={pair} chooses each method's configuration on "
-            f"this pair's validation suite; make tables --select validation then shows it."]
+            f"this pair's validation suite; make tables --select validation then shows it.")
+    return [note]

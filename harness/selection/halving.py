@@ -4,8 +4,9 @@ Round 0 evaluates every configuration of a method's grid on the first `docs` doc
 validation task (`eval.limit`); each later round keeps the best `keep` fraction (at least one) and
 evaluates it on `growth` times as many docs; the best configuration of the last round (or the
 lone survivor of an earlier one) is the method's choice. A method with one configuration (base,
-mllm) has nothing to choose and is not evaluated on validation. Configurations are ranked like the tables' rule `validation`: overall average,
-ties to the higher language average, then to the first configuration label.
+mllm) has nothing to choose and is not evaluated on validation. Configurations are ranked like
+the tables' rule `validation`: overall average, ties to the higher language average, then to the
+first configuration label.
 """
 
 from __future__ import annotations

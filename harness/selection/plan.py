@@ -75,9 +75,10 @@ def plan_lines(pair: str, runs: Path, validation: str, val_benches: list[str], s
     searched = {m: n for m, n in sizes.items() if n > 1}
     how = (f"by successive halving (keep {budget.keep} per round)" if budget.rounds > 1
            else "in one round")
-    lines = [f"selection plan for {pair}: {sum(sizes.values())} configurations of "
-             f"{len(sizes)} methods; {len(searched)} methods with a grid are searched on "
-             f"{validation} {how}, then each method's choice runs once on {suite}"]
+    head = (f"selection plan for {pair}: {sum(sizes.values())} configurations of "
+            f"{len(sizes)} methods; {len(searched)} methods with a grid are searched on "
+            f"{validation} {how}, then each method's choice runs once on {suite}")
+    lines = [head]
     total, unknown = 0.0, []
     for r, (counts, docs) in enumerate(zip(schedule(searched, budget),
                                            budget.docs_per_round())):

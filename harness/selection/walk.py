@@ -19,7 +19,14 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from harness.errors import ConfigError
-from harness.selection.halving import Budget, grid_points, grids_for, kept, label, ranked
+from harness.selection.halving import (
+    Budget,
+    grid_points,
+    grids_for,
+    kept,
+    label,
+    ranked,
+)
 
 log = logging.getLogger(__name__)
 
