@@ -178,3 +178,26 @@ def test_the_table_shows_the_selections_choice_and_where_defaults_come_from(tmp_
     md = (tmp_path / "tables" / "main_p_test.md").read_text()
     assert "Method defaults (conf/method/) are micro-derived" in md
     assert "+experiment=paper_select pair=p" in md
+
+
+def test_micro_select_points_are_the_runs_it_always_ran():
+    """micro_select is the one-round case: its points compose to the same run ids as plain
+    `eval=micro_val` runs of each configuration (so its records and choices are unchanged)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from harness import records
+    from harness.selection.walk import compose_point
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        argv = ["+experiment=micro_select", "eval.limit=4"]
+        point = compose_point(argv, "ties", {"density": 0.2, "scale": 1.0}, "micro_val", 4,
+                              set_limit=False)
+        plain = compose("config", overrides=[*argv, "method=ties", "method.params.density=0.2",
+                                             "method.params.scale=1.0", "eval=micro_val"])
+        assert "selection" not in point.cfg and "~selection" in point.overrides
+        assert records.run_id(point.cfg) == records.run_id(plain)
+        halved = compose_point(argv, "ties", {"density": 0.2}, "micro_val", 2, set_limit=True)
+        assert halved.cfg.eval.limit == 2 and records.run_id(halved.cfg) != records.run_id(plain)
+    GlobalHydra.instance().clear()
