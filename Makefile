@@ -85,7 +85,10 @@ rehearsal: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HARNESS_RESULTS=$(REHEARSAL_RESULTS) \
 		$(PY) -m harness +experiment=rehearsal eval.data_root=$(abspath $(REHEARSAL_DATA)) $(ARGS)
 	$(PY) -m harness.tables --results $(REHEARSAL_RESULTS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HARNESS_RESULTS=$(REHEARSAL_RESULTS)/select \
+		$(PY) -m harness +experiment=rehearsal_select eval.data_root=$(abspath $(REHEARSAL_DATA))
 	@echo "rehearsal records: $(REHEARSAL_RESULTS)/runs  tables: $(REHEARSAL_RESULTS)/tables"
+	@echo "selection rehearsal: $(REHEARSAL_RESULTS)/select/tables"
 
 # Each twin on all 13 paper13 tasks with every task's own generation length (no cap): a merge
 # that talks nonsense must be scored, not crash (the default test run covers one twin).

@@ -1,6 +1,6 @@
 """`python -m harness ...`: compose the Hydra config, check it (harness/config_check.py), run one
 point (merge → eval → record), or an experiment's hyperparameter selection
-(harness/selection.py). A sweep (`-m`) runs as harness/multirun.py describes."""
+(harness/selection/). A sweep (`-m`) runs as harness/multirun.py describes."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def run_point(cfg: DictConfig) -> None:
 @defer_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: one run of the pipeline (or, for an experiment with a `selection`
-    block, the grids on validation and the chosen points on test: harness/selection.py)."""
+    block, the rounds on validation and the chosen points on test: harness/selection/)."""
     from harness import multirun
 
     if not multirun.is_local_sweep():

@@ -11,6 +11,7 @@ gated repositories need HF_TOKEN.
 With `--mirror DIR` the datasets are also written to DIR in the hub layout (one folder per dataset,
 a README declaring its configs and splits, parquet files), which offline nodes read with
 `eval.data_root=DIR` (harness/eval/mirror.py): a shared disk instead of a copied HF cache.
+A suite that names a validation suite (paper13: paper13_val) brings that suite's data too.
 """
 
 from __future__ import annotations
@@ -49,17 +50,38 @@ class ModelFiles:
         return sum(self.files.values())
 
 
-def plan(cfg: DictConfig) -> list[tuple[str, str, str | None]]:
-    """What would be fetched: (kind, id, revision) for models and (tool, task, None) for data."""
+def suites(cfg: DictConfig) -> list:
+    """The suite and, when it names one, its validation suite (composed: Hydra is running)."""
+    if not cfg.eval.get("validation"):
+        return [cfg.eval]
+    from hydra import compose
+
+    return [cfg.eval, compose("config", overrides=[f"eval={cfg.eval.validation}"]).eval]
+
+
+def plan(cfg: DictConfig, evals: list | None = None) -> list[tuple[str, str, str | None]]:
+    """What would be fetched: (kind, id, revision) for models and (tool, task, None) for data
+    (of `evals`, default the run's suite)."""
     items = []
     if cfg.pair.get("source") == "hub":
         items.append(("model", cfg.pair.base, cfg.pair.get("base_revision")))
         items.append(("model", cfg.pair.mllm, cfg.pair.get("mllm_revision")))
     from harness.eval.suite import load_benchmarks
 
-    for b in load_benchmarks(cfg.eval):
-        items.append((b.tool, b.task, None))
+    for eval_cfg in evals or [cfg.eval]:
+        for b in load_benchmarks(eval_cfg):
+            items.append((b.tool, b.task, None))
     return items
+
+
+def _task_dirs(evals: list, scratch: Path) -> list[Path]:
+    """Every suite's local task folders, rendered under `scratch` (task variants of installed
+    tasks are indexed with them)."""
+    from harness.eval.local_tasks import render_task_dirs
+    from harness.eval.suite import task_paths
+
+    return [d for i, e in enumerate(evals)
+            for d in render_task_dirs(task_paths(e), scratch / str(i))]
 
 
 def _online() -> None:
@@ -127,8 +149,11 @@ def print_plan(items: list[tuple[str, str, str | None]], models: list[ModelFiles
         print(f"total     {sum(len(m.files) for m in models)} model files, {human_size(total)}")
 
 
-def fetch(items: list[tuple[str, str, str | None]], models: list[ModelFiles]) -> None:
-    """Download every planned item (needs internet): of each model only the chosen files."""
+def fetch(items: list[tuple[str, str, str | None]], models: list[ModelFiles],
+          evals: list = ()) -> None:
+    """Download every planned item (needs internet): of each model only the chosen files;
+    `evals`' local task folders are indexed so that their variants of installed tasks load (and
+    download) too."""
     _online()
     from huggingface_hub import snapshot_download
 
@@ -139,35 +164,42 @@ def fetch(items: list[tuple[str, str, str | None]], models: list[ModelFiles]) ->
         # exact names as patterns; the revision as configured, so the cache maps it (e.g.
         # `main`) to the snapshot that resolve_model later finds offline
         snapshot_download(m.repo, revision=m.revision, allow_patterns=list(m.files))
-    if lm_tasks:
-        from lm_eval.tasks import TaskManager, get_task_dict
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = [str(d) for d in _task_dirs(list(evals), Path(scratch))] or None
+        if lm_tasks:
+            from lm_eval.tasks import TaskManager, get_task_dict
 
-        log.info("lm-eval datasets: %s", ", ".join(lm_tasks))
-        get_task_dict(lm_tasks, TaskManager())  # building the tasks downloads their datasets
-    if lmms_tasks:
-        from lmms_eval.tasks import TaskManager as LmmsTaskManager
-        from lmms_eval.tasks import get_task_dict as lmms_get_task_dict
+            log.info("lm-eval datasets: %s", ", ".join(lm_tasks))
+            # building the tasks downloads their datasets
+            get_task_dict(lm_tasks, TaskManager(include_path=paths))
+        if lmms_tasks:
+            from lmms_eval.tasks import TaskManager as LmmsTaskManager
+            from lmms_eval.tasks import get_task_dict as lmms_get_task_dict
 
-        log.info("lmms-eval datasets: %s", ", ".join(lmms_tasks))
-        lmms_get_task_dict(lmms_tasks, LmmsTaskManager(model_name="llava_hf"))
+            log.info("lmms-eval datasets: %s", ", ".join(lmms_tasks))
+            lmms_get_task_dict(lmms_tasks, LmmsTaskManager(include_path=paths,
+                                                           model_name="llava_hf"))
 
 
-def write_mirror(eval_cfg, root: Path) -> list[str]:
-    """Write every dataset the suite's tasks read (each config, every split) to `root` in the hub
-    layout; return the dataset ids written. Loads through `datasets` (the HF cache, or the hub
-    when online)."""
+def write_mirror(eval_cfg, root: Path, more: list = ()) -> list[str]:
+    """Write every dataset the suite's tasks (and those of the suites in `more`) read, each
+    config with every split, to `root` in the hub layout; return the dataset ids written. Loads
+    through `datasets` (the HF cache, or the hub when online). One call writes all of them
+    because a dataset folder is written whole: paper13 and paper13_val read different configs
+    of GQA."""
     from datasets import load_dataset
 
     from harness.eval import task_managers
-    from harness.eval.local_tasks import render_task_dirs
     from harness.eval.mirror import (datasets_cache, mirror_cache_dir, suite_data_needs,
                                      write_repo)
-    from harness.eval.suite import load_benchmarks, task_paths
+    from harness.eval.suite import load_benchmarks
 
-    benches = load_benchmarks(eval_cfg)
+    needs = []
     with tempfile.TemporaryDirectory() as scratch:
-        task_dirs = render_task_dirs(task_paths(eval_cfg), Path(scratch))
-        needs = suite_data_needs(benches, task_managers(benches, task_dirs))
+        for i, suite in enumerate([eval_cfg, *more]):
+            benches = load_benchmarks(suite)
+            task_dirs = _task_dirs([suite], Path(scratch) / str(i))
+            needs += suite_data_needs(benches, task_managers(benches, task_dirs))
     repos: dict[str, dict] = {}
     for need in needs:
         configs = repos.setdefault(need.path, {})
@@ -208,7 +240,8 @@ def main(cfg: DictConfig) -> None:
     """Print the plan; fetch it unless `+dry_run=true`."""
     for name in ("httpx", "httpx2"):  # one INFO line per hub request would bury the plan
         logging.getLogger(name).setLevel(logging.WARNING)
-    items = plan(cfg)
+    evals = suites(cfg)
+    items = plan(cfg, evals)
     models = choose_model_files(items)
     print_plan(items, models)
     if not items:
@@ -217,10 +250,10 @@ def main(cfg: DictConfig) -> None:
         print(f"mirror    every dataset above, written to {root} (eval.data_root={root})")
     if OmegaConf.select(cfg, "dry_run", default=False) or not items:
         return
-    fetch(items, models)
+    fetch(items, models, evals)
     print("done: the HF cache now holds everything above; copy HF_HOME to offline nodes")
     for root in MIRROR:
-        for repo in write_mirror(cfg.eval, root):
+        for repo in write_mirror(evals[0], root, evals[1:]):
             print(f"wrote {root / repo}")
         print(f"done: offline nodes read it with eval.data_root={root}")
 

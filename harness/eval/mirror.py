@@ -81,6 +81,8 @@ def _lm_eval_leaves(manager, name: str, seen: set[str]) -> list[dict]:
                 for c in _lm_eval_leaves(manager, other, seen)]
     cfg = entry.cfg or {}
     if entry.kind == Kind.GROUP:
+        from lm_eval.tasks._factory import GROUP_FIELD_NAMES
+
         members = cfg.get("task") or []
         members = members if isinstance(members, list) else [members]
         out = []
@@ -90,7 +92,9 @@ def _lm_eval_leaves(manager, name: str, seen: set[str]) -> list[dict]:
             elif isinstance(member, dict) and isinstance(member.get("task"), str):
                 leaves = _lm_eval_leaves(manager, member["task"], seen)
                 out += [{**leaf, **member} for leaf in leaves] or [member]
-        return out
+        # a group's own task keys (a variant's `test_split: validation`) reach every leaf
+        pushed = {k: v for k, v in cfg.items() if k not in GROUP_FIELD_NAMES}
+        return [{**leaf, **pushed} for leaf in out]
     return [cfg]
 
 

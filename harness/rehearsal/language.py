@@ -8,6 +8,11 @@ rows (to drop the evaluated doc) whenever the few-shot split equals `test_split`
 tasks that set neither (hellaswag, winogrande, triviaqa, nq_open: None == None); those few-shot
 splits therefore hold shots + 1 rows. MMLU's `first_n` sampler and tasks with a distinct few-shot
 split (arc_challenge, gsm8k) need exactly `shots`.
+
+The training splits of gsm8k, hellaswag and winogrande are larger: paper13_val holds every 10th
+training row out for validation (harness/eval/tasks/paper13_val) and draws its shots from the
+rest. No question repeats across the splits of a dataset, so validation docs are disjoint from
+the reported ones in content as well as in split.
 """
 
 from __future__ import annotations
@@ -41,10 +46,8 @@ MMLU_SUBJECTS = (
 EVAL_ROWS = 10  # rows of each evaluation split (MMLU: per subject, see MMLU_TEST_ROWS)
 MMLU_TEST_ROWS = 4
 MMLU_DEV_ROWS = 5  # = the paper's 5 shots, drawn first_n from `dev`
-GSM8K_TRAIN_ROWS = 5  # 5 shots
+HELDOUT_TRAIN_ROWS = 40  # gsm8k, hellaswag, winogrande: 4 held-out rows + a 36-row few-shot pool
 ARC_TRAIN_ROWS = 25  # 25 shots
-HELLASWAG_TRAIN_ROWS = 11  # 10 shots + 1
-WINOGRANDE_TRAIN_ROWS = 6  # 5 shots + 1
 QA_TRAIN_ROWS = 9  # triviaqa / nq_open: up to 8 shots + 1, for a few-shot generation suite
 
 _NAMES = ("Ava", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun")
@@ -78,11 +81,21 @@ _MMLU_FEATURES = Features({"question": S, "subject": S, "choices": List(S),
                            "answer": ClassLabel(names=["A", "B", "C", "D"])})
 
 
-def _mmlu_rows(rng: random.Random, subject: str, n: int) -> Dataset:
+def _fresh(seen: set, key: str) -> bool:
+    """Whether `key` is new to a dataset (then it is remembered): no doc repeats across splits."""
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
+
+
+def _mmlu_rows(rng: random.Random, subject: str, n: int, seen: set) -> Dataset:
     topic = subject.replace("_", " ")
     recs = []
-    for _ in range(n):
+    while len(recs) < n:
         q, _, _, right = _sum_question(rng)
+        if not _fresh(seen, q):
+            continue
         choices, gold = _options(rng, right)
         recs.append({"question": f"In {topic}, a count is needed. {q}", "subject": subject,
                      "choices": choices, "answer": gold})
@@ -96,44 +109,50 @@ def mmlu(seed: int = 0) -> Configs:
     """
     out: Configs = {}
     for k, subject in enumerate(MMLU_SUBJECTS):
-        rng = random.Random(seed * 1000 + k)
-        out[subject] = {"test": _mmlu_rows(rng, subject, MMLU_TEST_ROWS),
-                        "validation": _mmlu_rows(rng, subject, 2),
-                        "dev": _mmlu_rows(rng, subject, MMLU_DEV_ROWS)}
+        rng, seen = random.Random(seed * 1000 + k), set()
+        out[subject] = {"test": _mmlu_rows(rng, subject, MMLU_TEST_ROWS, seen),
+                        "validation": _mmlu_rows(rng, subject, 2, seen),
+                        "dev": _mmlu_rows(rng, subject, MMLU_DEV_ROWS, seen)}
     return out
 
 
 def gsm8k(seed: int = 0) -> Configs:
     """openai/gsm8k `main`: train / test with question str and answer str ending in `#### <n>`."""
-    rng = random.Random(seed)
+    rng, seen = random.Random(seed), set()
     features = Features({"question": S, "answer": S})
 
     def rows(n: int) -> Dataset:
         recs = []
-        for _ in range(n):
+        while len(recs) < n:
             name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
             a, b, c = rng.randint(3, 40), rng.randint(2, 30), rng.randint(1, 9)
             total = a + b - c
+            question = (f"{name} has {a} {item}. A friend gives {name} {b} more, and then "
+                        f"{name} loses {c}. How many {item} does {name} have now?")
+            if not _fresh(seen, question):
+                continue
             recs.append({
-                "question": (f"{name} has {a} {item}. A friend gives {name} {b} more, and then "
-                             f"{name} loses {c}. How many {item} does {name} have now?"),
+                "question": question,
                 "answer": (f"After the gift {name} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} "
                            f"{item}.\nAfter the loss {name} has {a + b} - {c} = "
                            f"<<{a + b}-{c}={total}>>{total} {item}.\n#### {total}"),
             })
         return Dataset.from_list(recs, features=features)
 
-    return {"main": {"train": rows(GSM8K_TRAIN_ROWS), "test": rows(EVAL_ROWS)}}
+    return {"main": {"train": rows(HELDOUT_TRAIN_ROWS), "test": rows(EVAL_ROWS)}}
 
 
 _ARC_FEATURES = Features({"id": S, "question": S,
                           "choices": {"text": List(S), "label": List(S)}, "answerKey": S})
 
 
-def _arc_rows(rng: random.Random, config: str, split: str, n: int) -> Dataset:
+def _arc_rows(rng: random.Random, config: str, split: str, n: int, seen: set) -> Dataset:
     recs = []
-    for i in range(n):
+    while len(recs) < n:
+        i = len(recs)
         q, _, _, right = _sum_question(rng)
+        if not _fresh(seen, q):
+            continue
         texts, gold = _options(rng, right)
         labels = list("1234") if i % 7 == 3 else list("ABCD")
         recs.append({"id": f"Rehearsal_{config}_{split}_{i}", "question": q,
@@ -149,10 +168,10 @@ def ai2_arc(seed: int = 0) -> Configs:
     """
     out: Configs = {}
     for c, config in enumerate(("ARC-Challenge", "ARC-Easy")):
-        rng = random.Random(seed * 10 + c)
-        out[config] = {"train": _arc_rows(rng, config, "train", ARC_TRAIN_ROWS),
-                       "validation": _arc_rows(rng, config, "validation", 4),
-                       "test": _arc_rows(rng, config, "test", EVAL_ROWS)}
+        rng, seen = random.Random(seed * 10 + c), set()
+        out[config] = {"train": _arc_rows(rng, config, "train", ARC_TRAIN_ROWS, seen),
+                       "validation": _arc_rows(rng, config, "validation", 4, seen),
+                       "test": _arc_rows(rng, config, "test", EVAL_ROWS, seen)}
     return out
 
 
@@ -162,7 +181,7 @@ def hellaswag(seed: int = 0) -> Configs:
     Columns: ind int32, activity_label str, ctx_a str, ctx_b str, ctx str, endings list[str] (4),
     source_id str, split str, split_type str, label str "0".."3".
     """
-    rng = random.Random(seed)
+    rng, seen = random.Random(seed), set()
     features = Features({"ind": Value("int32"), "activity_label": S, "ctx_a": S, "ctx_b": S,
                          "ctx": S, "endings": List(S), "source_id": S, "split": S,
                          "split_type": S, "label": S})
@@ -170,12 +189,15 @@ def hellaswag(seed: int = 0) -> Configs:
 
     def rows(split: str, n: int, start: int) -> Dataset:
         recs = []
-        for i in range(n):
+        while len(recs) < n:
+            i = len(recs)
             label, verb = acts[i % 2]
             name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
             a, b = rng.randint(2, 9), rng.randint(2, 9)
             ctx_a = f"{name} puts {a} {item} on a table and then {b} more."
             ctx_b = f"{name} {verb} {item} and"
+            if not _fresh(seen, f"{ctx_a} {ctx_b}"):
+                continue
             endings = [f"says there are {v} {item}." for v in _distractors(rng, a + b)]
             gold = rng.randrange(4)
             endings.insert(gold, f"says there are {a + b} {item}.")
@@ -185,7 +207,7 @@ def hellaswag(seed: int = 0) -> Configs:
                          "split_type": "indomain", "label": str(gold)})
         return Dataset.from_list(recs, features=features)
 
-    return {"default": {"train": rows("train", HELLASWAG_TRAIN_ROWS, 0),
+    return {"default": {"train": rows("train", HELDOUT_TRAIN_ROWS, 0),
                         "validation": rows("val", EVAL_ROWS, 1000)}}
 
 
@@ -194,21 +216,25 @@ def winogrande(seed: int = 0) -> Configs:
 
     Columns: sentence str (exactly one "_"), option1 str, option2 str, answer str "1"/"2".
     """
-    rng = random.Random(seed)
+    rng, seen = random.Random(seed), set()
     features = Features({"sentence": S, "option1": S, "option2": S, "answer": S})
 
     def rows(n: int) -> Dataset:
         recs = []
-        for _ in range(n):
+        while len(recs) < n:
             p, q = rng.sample(_NAMES, 2)
             a, b = rng.sample(range(2, 20), 2)
             item = rng.choice(_ITEMS)
             more = p if a > b else q
-            recs.append({"sentence": f"{p} has {a} {item} and {q} has {b}, so _ has more {item}.",
+            sentence = f"{p} has {a} {item} and {q} has {b}, so _ has more {item}."
+            if not _fresh(seen, sentence):
+                continue
+            recs.append({"sentence": sentence,
                          "option1": p, "option2": q, "answer": "1" if more == p else "2"})
         return Dataset.from_list(recs, features=features)
 
-    return {"winogrande_xl": {"train": rows(WINOGRANDE_TRAIN_ROWS), "validation": rows(EVAL_ROWS)}}
+    return {"winogrande_xl": {"train": rows(HELDOUT_TRAIN_ROWS),
+                              "validation": rows(EVAL_ROWS)}}
 
 
 def truthful_qa(seed: int = 0) -> Configs:

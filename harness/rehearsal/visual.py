@@ -15,6 +15,8 @@ from harness.rehearsal.images import COLOURS, SHAPES, SIZE, draw
 
 S = Value("string")
 EVAL_ROWS = 10
+# textvqa's train split: every 10th row is paper13_val's held-out proxy (4 rows)
+TEXTVQA_TRAIN_ROWS = 40
 
 MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene",
                   "landmark", "artwork", "OCR")
@@ -181,7 +183,7 @@ def pope(seed: int = 0) -> Configs:
 
 
 def textvqa(seed: int = 0) -> Configs:
-    """lmms-lab-encoder/textvqa (default config): validation.
+    """lmms-lab-encoder/textvqa (default config): train and validation (question ids disjoint).
 
     Columns: image_id str, question_id int32, question str, question_tokens list[str], image Image,
     image_width / image_height int32, flickr_original_url / flickr_300k_url str, answers list[str]
@@ -194,23 +196,32 @@ def textvqa(seed: int = 0) -> Configs:
                          "image_width": Value("int32"), "image_height": Value("int32"),
                          "flickr_original_url": S, "flickr_300k_url": S, "answers": List(S),
                          "image_classes": List(S), "set_name": S, "ocr_tokens": List(S)})
-    recs = []
-    for i in range(EVAL_ROWS):
-        shape, colour, _ = _scene(rng)
-        word = rng.choice(_WORDS)
-        question = "what word is written on the picture?"
-        recs.append({"image_id": f"{i:016x}", "question_id": 34602 + i, "question": question,
-                     "question_tokens": question.rstrip("?").split(),
-                     "image": draw(shape, colour, word=word),
-                     "image_width": SIZE, "image_height": SIZE,
-                     "flickr_original_url": "", "flickr_300k_url": "",
-                     "answers": [word.lower()] * 8 + ["unanswerable", f"{word.lower()} sign"],
-                     "image_classes": [shape], "set_name": "val", "ocr_tokens": [word]})
-    return {"default": {"validation": Dataset.from_list(recs, features=features)}}
+
+    def rows(n: int, first_id: int, set_name: str) -> Dataset:
+        recs = []
+        for i in range(n):
+            shape, colour, _ = _scene(rng)
+            word = rng.choice(_WORDS)
+            question = "what word is written on the picture?"
+            recs.append({"image_id": f"{first_id + i:016x}", "question_id": first_id + i,
+                         "question": question, "question_tokens": question.rstrip("?").split(),
+                         "image": draw(shape, colour, word=word),
+                         "image_width": SIZE, "image_height": SIZE,
+                         "flickr_original_url": "", "flickr_300k_url": "",
+                         "answers": [word.lower()] * 8 + ["unanswerable",
+                                                          f"{word.lower()} sign"],
+                         "image_classes": [shape], "set_name": set_name, "ocr_tokens": [word]})
+        return Dataset.from_list(recs, features=features)
+
+    # upstream numbers train questions from 0 and validation ones from 34602
+    validation = rows(EVAL_ROWS, 34602, "val")
+    return {"default": {"train": rows(TEXTVQA_TRAIN_ROWS, 0, "train"),
+                        "validation": validation}}
 
 
 def scienceqa(seed: int = 0) -> Configs:
-    """lmms-lab-encoder/ScienceQA `ScienceQA-IMG`: test, every row with an image.
+    """lmms-lab-encoder/ScienceQA `ScienceQA-IMG`: test and validation, every row with an image;
+    no row repeats across the two.
 
     Columns: image Image, question str, choices list[str] (2-4), answer int8 (index), hint str
     ("" when none), task, grade, subject, topic, category, skill, lecture, solution str.
@@ -220,24 +231,37 @@ def scienceqa(seed: int = 0) -> Configs:
                          "answer": Value("int8"), "hint": S, "task": S, "grade": S,
                          "subject": S, "topic": S, "category": S, "skill": S, "lecture": S,
                          "solution": S})
-    recs = []
-    for i in range(EVAL_ROWS):
-        image, question, options, gold = _letter_question(rng)
-        n = 2 + i % 3
-        keep = sorted(rng.sample([k for k in range(4) if k != gold], n - 1) + [gold])
-        recs.append({"image": image, "question": question.replace("the image", "the picture"),
-                     "choices": [options[k] for k in keep], "answer": keep.index(gold),
-                     "hint": "Look at the picture." if i % 2 else "", "task": "closed choice",
-                     "grade": f"grade{2 + i % 4}", "subject": "natural science",
-                     "topic": "shapes", "category": "Visual elements",
-                     "skill": "Identify shapes", "lecture": "Shapes have colours and counts.",
-                     "solution": f"The answer is {options[gold]}."})
-    return {"ScienceQA-IMG": {"test": Dataset.from_list(recs, features=features)}}
+    seen: set = set()
+
+    def rows(n: int) -> Dataset:
+        recs = []
+        while len(recs) < n:
+            i = len(recs)
+            image, question, options, gold = _letter_question(rng)
+            k = 2 + i % 3
+            keep = sorted(rng.sample([j for j in range(4) if j != gold], k - 1) + [gold])
+            rec = {"image": image, "question": question.replace("the image", "the picture"),
+                   "choices": [options[j] for j in keep], "answer": keep.index(gold),
+                   "hint": "Look at the picture." if i % 2 else "", "task": "closed choice",
+                   "grade": f"grade{2 + i % 4}", "subject": "natural science",
+                   "topic": "shapes", "category": "Visual elements",
+                   "skill": "Identify shapes", "lecture": "Shapes have colours and counts.",
+                   "solution": f"The answer is {options[gold]}."}
+            key = repr([rec[c] for c in ("question", "choices", "answer", "hint", "grade")])
+            if key not in seen:
+                seen.add(key)
+                recs.append(rec)
+        return Dataset.from_list(recs, features=features)
+
+    test = rows(EVAL_ROWS)
+    return {"ScienceQA-IMG": {"test": test, "validation": rows(EVAL_ROWS)}}
 
 
 def gqa(seed: int = 0) -> Configs:
     """lmms-lab-encoder/GQA: `testdev_balanced_instructions` and `testdev_balanced_images`
-    (split testdev each). Two questions per image; the images config holds every imageId.
+    (split testdev each), and `val_balanced_instructions` / `val_balanced_images` (split val)
+    for paper13_val, with other question and image ids. Two questions per image; each images
+    config holds every imageId of its questions.
 
     Instructions columns: id str, imageId str, question str, answer str, fullAnswer str,
     isBalanced bool, groups {global, local: str}, types {structural, semantic, detailed: str},
@@ -249,12 +273,24 @@ def gqa(seed: int = 0) -> Configs:
                       "types": {"structural": S, "semantic": S, "detailed": S},
                       "semanticStr": S})
     ifeat = Features({"id": S, "image": Image()})
+    testdev = _gqa_rows(rng, 161313, 201307251)
+    val = _gqa_rows(rng, 2354786, 5000)
+    return {"testdev_balanced_instructions":
+                {"testdev": Dataset.from_list(testdev[0], features=qfeat)},
+            "testdev_balanced_images": {"testdev": Dataset.from_list(testdev[1], features=ifeat)},
+            "val_balanced_instructions": {"val": Dataset.from_list(val[0], features=qfeat)},
+            "val_balanced_images": {"val": Dataset.from_list(val[1], features=ifeat)}}
+
+
+def _gqa_rows(rng: random.Random, first_image: int, first_question: int
+              ) -> tuple[list[dict], list[dict]]:
+    """(question rows, image rows) of one GQA split, ids counted up from the given ones."""
     questions, images = [], []
     for i in range(EVAL_ROWS // 2):
         shape, colour, _ = _scene(rng)
-        image_id = f"n{161313 + i}"
+        image_id = f"n{first_image + i}"
         images.append({"id": image_id, "image": draw(shape, colour)})
-        questions.append({"id": f"{201307251 + 2 * i}", "imageId": image_id,
+        questions.append({"id": f"{first_question + 2 * i}", "imageId": image_id,
                           "question": "What color is the shape?", "answer": colour,
                           "fullAnswer": f"The shape is {colour}.", "isBalanced": True,
                           "groups": {"global": "", "local": "10q-shape_color"},
@@ -263,7 +299,7 @@ def gqa(seed: int = 0) -> Configs:
                           "semanticStr": f"select: shape ({i})->query: color [{i}]"})
         asked = rng.choice(SHAPES)
         answer = "yes" if asked == shape else "no"
-        questions.append({"id": f"{201307252 + 2 * i}", "imageId": image_id,
+        questions.append({"id": f"{first_question + 1 + 2 * i}", "imageId": image_id,
                           "question": f"Is there a {asked} in the picture?", "answer": answer,
                           "fullAnswer": f"{answer.capitalize()}, there is "
                                         f"{'a' if answer == 'yes' else 'no'} {asked}.",
@@ -271,6 +307,4 @@ def gqa(seed: int = 0) -> Configs:
                           "types": {"structural": "verify", "semantic": "obj",
                                     "detailed": "existC"},
                           "semanticStr": f"select: {asked} ({i})->exist: ?"})
-    return {"testdev_balanced_instructions":
-                {"testdev": Dataset.from_list(questions, features=qfeat)},
-            "testdev_balanced_images": {"testdev": Dataset.from_list(images, features=ifeat)}}
+    return questions, images

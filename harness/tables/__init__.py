@@ -34,8 +34,13 @@ from pathlib import Path
 from harness import paths
 from harness.cost_table import build_cost_tables
 from harness.tables.build import build_tables, load_rule
-from harness.tables.group import (RULES, aggregate, choose, choose_by_validation,
-                                  choose_on_validation)
+from harness.tables.group import (
+    RULES,
+    aggregate,
+    choose,
+    choose_by_validation,
+    choose_on_validation,
+)
 from harness.tables.read import load_records, long_frame
 
 __all__ = ["RULES", "aggregate", "build_tables", "choose", "choose_by_validation",

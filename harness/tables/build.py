@@ -15,7 +15,12 @@ import pandas as pd
 import yaml
 
 from harness import method_catalog, paths
-from harness.tables.group import aggregate, select_rows, split_by_setup, split_by_variant
+from harness.tables.group import (
+    aggregate,
+    select_rows,
+    split_by_setup,
+    split_by_variant,
+)
 from harness.tables.read import load_records, long_frame, setups, variants
 from harness.tables.write import benchmark_order, main_table, write_main, write_sweep
 
@@ -69,7 +74,7 @@ def _one_table(out: Path, results: Path, records: list[dict], frame: pd.DataFram
     benches = benchmark_order(part)
     agg = aggregate(part)
     chosen, rule, rule_notes = select_rows(frame, part, agg, pair, suite, select,
-                                           method_catalog.default_labels())
+                                           method_catalog.default_labels(), Path(results))
     labels = method_catalog.labels()
     written = write_main(out, stem, main_table(agg, chosen, benches), chosen, rule, labels,
                          rule_notes + notes)

@@ -11,6 +11,8 @@ The chosen configuration of a method is picked by a rule: `defaults`, `best_over
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from harness.errors import ConfigError
@@ -128,15 +130,21 @@ def choose_by_validation(agg: pd.DataFrame, val_agg: pd.DataFrame, suite: str,
 
 
 def select_rows(frame: pd.DataFrame, part: pd.DataFrame, agg: pd.DataFrame, pair: str,
-                suite: str, select: str, defaults: dict[str, str]
+                suite: str, select: str, defaults: dict[str, str], results: Path | None = None
                 ) -> tuple[dict[str, str], str, list[str]]:
     """(chosen config per method, rule text, notes) of one main table under rule `select`.
-    Rule `validation` reads the validation records of the same pair and checkpoints."""
+    Rule `validation` takes the outcome of a selection run under `results` when there is one
+    (harness/selection/), else reads the validation records of the same pair and checkpoints."""
+    from harness.selection import choice, defaults_note, table_choice
+
     if select not in RULES:
         raise ConfigError(f"tables select={select!r} is not valid; choose one of "
                           f"{', '.join(RULES)}")
     if select != "validation":
-        return choose(agg, select, defaults), select, []
+        return choose(agg, select, defaults), select, defaults_note(pair, select)
+    outcome = choice(results, pair, suite) if results is not None else None
+    if outcome:
+        return table_choice(agg, outcome, suite)
     validation = next((v for v in part.validation.dropna()), None)
     if validation is None:
         return (choose(agg, "best_overall", defaults),
