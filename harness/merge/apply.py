@@ -14,8 +14,8 @@ import dataclasses
 
 import torch
 
+import harness.merge.accel as accel
 from harness.errors import MergeError
-from harness.merge import accel
 from harness.merge.gpu import Work
 from harness.merge.neurons import parse_role
 from harness.merge.registry import BASE, TUNED, Method

@@ -35,8 +35,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+import harness.merge.accel as accel
 from harness.errors import ConfigError, MergeError
-from harness.merge import accel
 from harness.merge.apply import merge_work
 from harness.merge.buffers import MEMORY_MB, BufferPool
 from harness.merge.gpu import Work

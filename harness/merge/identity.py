@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from harness.merge import randomness
+import harness.merge.randomness as randomness
 from harness.merge.registry import get_method, make_params
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+import harness.micro.world as W
 from harness import numerics
-from harness.micro import world as W
 from harness.models.build_once import DONE, build_once
 
 log = logging.getLogger(__name__)

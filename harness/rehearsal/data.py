@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import harness.rehearsal.language as language
+import harness.rehearsal.visual as visual
 from harness.eval.mirror import Configs, write_repo
-from harness.rehearsal import language, visual
 
 SEED = 0
 ABOUT = ("# {repo} (rehearsal copy)\n\nSynthetic rows with the upstream schema, written by "
