@@ -27,8 +27,6 @@ on Hydra's search path (docs/methods.md, "Adding a method").
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +34,7 @@ from typing import Any
 import torch
 
 from harness.errors import ConfigError
+from harness.plugins import import_plugins
 
 ChunkWeight = Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor | float]
 BASE = "θ_base"    # a weight meaning: the base tensor itself (a copy, not a lerp)
@@ -91,12 +90,7 @@ def load_methods() -> dict[str, Method]:
     HARNESS_METHOD_MODULES (imported once)."""
     import harness.merge.methods  # noqa: F401  (registers every built-in method)
 
-    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            raise ConfigError(f"{PLUGINS_ENV} names {module!r}, which cannot be imported: "
-                              f"{err}") from err
+    import_plugins(PLUGINS_ENV)
     return METHODS
 
 

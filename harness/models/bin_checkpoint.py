@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import CheckpointError
+from harness.models.weight_index import indexed_files
 
 log = logging.getLogger(__name__)
 
@@ -159,16 +160,7 @@ def bin_files(directory: Path) -> list[Path]:
     when it has none."""
     index = directory / BIN_INDEX_NAME
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{index} is not a valid weight index: {err}") from err
-        files = sorted({directory / f for f in weight_map.values()})
-        missing = [f for f in files if not f.is_file()]
-        if missing:
-            raise CheckpointError(f"{index} lists {missing[0].name}, which is missing from "
-                                  f"{directory}; re-download the checkpoint")
-        return files
+        return indexed_files(index)
     return sorted(directory.glob(BIN_PATTERN))
 
 

@@ -25,6 +25,7 @@ from harness.models.bin_checkpoint import (
     bin_files,
 )
 from harness.models.fingerprint import fingerprint
+from harness.models.weight_index import indexed_files
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,7 @@ def weight_files(directory: Path) -> list[Path]:
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     index = directory / INDEX_NAME
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError) as err:
-            raise CheckpointError(f"{index} is not a valid safetensors index: {err}") from err
-        files = sorted({directory / f for f in weight_map.values()})
-        missing = [f for f in files if not f.is_file()]
-        if missing:
-            raise CheckpointError(f"{index} lists {missing[0].name}, which is missing from "
-                                  f"{directory}; re-download the checkpoint")
-        return files
+        return indexed_files(index)
     files = sorted(directory.glob("*.safetensors")) or bin_files(directory)
     if not files:
         raise CheckpointError(f"no weights in {directory}: it has neither *.safetensors nor "

@@ -104,10 +104,18 @@ def build_tiny_llava(out, base_dir, *, kind: str = "llava", layout: str = "new",
     `layout="old"` renames them to the older `language_model.model.*` / `language_model.lm_head.*`
     (and `vision_tower.*`, `multi_modal_projector.*`, `image_newline` at top level).
     """
-    from transformers import (AutoModelForCausalLM, CLIPImageProcessor, CLIPVisionConfig,
-                              LlavaConfig, LlavaForConditionalGeneration, LlavaNextConfig,
-                              LlavaNextForConditionalGeneration, LlavaNextImageProcessor,
-                              LlavaNextProcessor, LlavaProcessor)
+    from transformers import (
+        AutoModelForCausalLM,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+        LlavaProcessor,
+    )
 
     if kind not in ("llava", "llava_next") or layout not in ("new", "old"):
         raise ValueError(f"kind={kind!r} layout={layout!r}: kind is llava|llava_next, "

@@ -16,7 +16,6 @@ pairs the same (their content, never their name or path), for the run records an
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from omegaconf import OmegaConf
 
 from harness.errors import ConfigError
 from harness.models.pair import ResolvedPair, is_multimodal, read_config
+from harness.plugins import import_plugins
 
 PLUGINS_ENV = "HARNESS_PAIR_SOURCES"
 
@@ -60,12 +60,7 @@ def load_sources() -> dict[str, PairSource]:
     HARNESS_PAIR_SOURCES."""
     for info in pkgutil.iter_modules(__path__, prefix=f"{__name__}."):
         importlib.import_module(info.name)
-    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            raise ConfigError(f"{PLUGINS_ENV} names {module!r}, which cannot be imported: "
-                              f"{err}") from err
+    import_plugins(PLUGINS_ENV)
     return SOURCES
 
 

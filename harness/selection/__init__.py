@@ -103,21 +103,11 @@ def table_choice(agg, outcome: dict, suite: str) -> tuple[dict[str, str], str, l
     """(chosen configuration per method, rule text, notes) of a main table on `suite` whose
     methods a selection chose (`outcome`: `choice`); `agg` is the table's aggregate frame.
     A method the selection chose but whose choice has no `suite` record is left out and named."""
-    from harness.tables import method_label
+    from harness.tables.group import apply_choices
 
-    picked, validation = outcome.get("chosen") or {}, outcome.get("validation")
-    chosen, notes = {}, []
-    for method, sub in agg.groupby("method"):
-        name = method_label(method)
-        if method in picked and picked[method] in set(sub.config):
-            chosen[method] = picked[method]
-        elif method in picked:
-            notes.append(f"{name} left out: its configuration chosen on {validation} "
-                         f"({picked[method]}) has no {suite} record")
-        elif set(sub.config) == {"-"}:
-            chosen[method] = "-"
-        else:
-            notes.append(f"{name} left out: the selection on {validation} did not search it")
+    validation = outcome.get("validation")
+    chosen, notes = apply_choices(agg, outcome.get("chosen") or {}, suite, validation,
+                                  f"the selection on {validation} did not search it")
     return chosen, f"validation, chosen on {validation} by {choice_rule(outcome)}", notes
 
 

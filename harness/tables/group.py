@@ -113,19 +113,28 @@ def choose_by_validation(agg: pd.DataFrame, val_agg: pd.DataFrame, suite: str,
     """Rule `validation` for a table on `suite`: each method's configuration chosen on
     `val_agg` (choose_on_validation), shown with its `suite` scores. Methods without
     hyperparameters need no validation run. Returns (chosen, notes on methods left out)."""
-    on_val = choose_on_validation(val_agg)
+    return apply_choices(agg, choose_on_validation(val_agg), suite, validation,
+                         f"no {validation} record to choose on")
+
+
+def apply_choices(agg: pd.DataFrame, picks: dict[str, str], suite: str, validation: str,
+                  unpicked: str) -> tuple[dict[str, str], list[str]]:
+    """The configuration each method shows on `suite` when `picks` (method → configuration
+    label) were chosen on `validation`: a pick without a `suite` record, and a method with
+    hyperparameters but no pick (`unpicked` says why), are left out and named in the notes;
+    methods without hyperparameters need no pick. Returns (chosen, notes)."""
     chosen, notes = {}, []
     for method, sub in agg.groupby("method"):
         name = label(method)
-        if method in on_val and on_val[method] in set(sub.config):
-            chosen[method] = on_val[method]
-        elif method in on_val:
+        if method in picks and picks[method] in set(sub.config):
+            chosen[method] = picks[method]
+        elif method in picks:
             notes.append(f"{name} left out: its configuration chosen on {validation} "
-                         f"({on_val[method]}) has no {suite} record")
+                         f"({picks[method]}) has no {suite} record")
         elif set(sub.config) == {"-"}:
             chosen[method] = "-"
         else:
-            notes.append(f"{name} left out: no {validation} record to choose on")
+            notes.append(f"{name} left out: {unpicked}")
     return chosen, notes
 
 
