@@ -61,7 +61,7 @@ def build_full_twin(spec: dict, sizes: dict, out: Path, device: str = "cuda") ->
     (out / "base" / "generation_config.json").write_text(
         json.dumps(_ids(tok, kind.base_generation), indent=2))
     del base
-    mtok = _mllm_tokenizer(out / "base")
+    mtok = _mllm_tokenizer(out / "base", kind)
     text_cfg = cfg.to_dict()
     text_cfg.pop("dtype", None)
     text_cfg["vocab_size"] = -(-(cfg.vocab_size + MM_ROWS) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
