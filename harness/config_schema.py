@@ -105,9 +105,16 @@ EXPLICIT: dict[str, Rule] = {
     "tracking.wandb.entity": NSTR,
     "slurm.extra": FREE,
     "slurm.setup": LIST,
-    # set by experiment files (harness/selection.py)
+    # set by experiment files (harness/selection/; the budget's ranges: halving.Budget)
     "selection": MAP,
     "selection.grids": FREE,
+    "selection.pair_grids": FREE,
+    "selection.budget": MAP,
+    "selection.budget.rounds": _int(lo=1),
+    "selection.budget.docs": _int(lo=1, nullable=True),
+    "selection.budget.growth": Rule("float", lo=1),
+    "selection.budget.keep": Rule("float", lo=0),
+    "selection.plan_only": BOOL,
 }
 
 
