@@ -140,14 +140,16 @@ def test_a_failing_visual_task_is_named_and_the_others_are_scored(tmp_path, tiny
         cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=900)
     assert proc.returncode == 1, proc.stdout[-2000:]
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
-    assert "1 of 2 visual tasks failed" in line, line
+    # each benchmark runs in its own tool call; the failing one is named, the others scored
+    assert "1 of 4 benchmarks failed: broken:" in line, line
     assert "harness_broken_color" in line and "scoring broke on purpose" in line, line
-    assert "other tasks (harness_smoke_color) were scored" in line, line
+    assert "others (smoke_mc, smoke_gen, smoke_color) were scored" in line, line
     assert not list((results / "runs").glob("*/result.json"))
     (run,) = (results / "runs").iterdir()
-    kept = json.loads((run / "lmms_eval" / "results.json").read_text())
-    assert "harness_smoke_color" in kept["results"]
-    assert list(kept["failed"]) == ["harness_broken_color"]
+    kept = json.loads((run / "lmms_eval" / "results_harness_smoke_color.json").read_text())
+    assert "harness_smoke_color" in kept["results"] and not kept["failed"]
+    broken = json.loads((run / "lmms_eval" / "results_harness_broken_color.json").read_text())
+    assert list(broken["failed"]) == ["harness_broken_color"]
     assert (run / "lmms_eval" / "samples_harness_smoke_color.jsonl").is_file()
 
 
