@@ -52,28 +52,26 @@ def apply() -> None:
             os.environ.setdefault(var, value)
 
 
-def _cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first `field` of /proc/cpuinfo (None where there is no such file or field)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_vendor() -> str:
     """The CPU vendor string (`GenuineIntel`, `AuthenticAMD`, ...), or the machine type when
     /proc/cpuinfo does not say."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
+    return _cpuinfo("vendor_id") or platform.machine()
 
 
 def describe() -> dict:
